@@ -1,0 +1,111 @@
+"""Assembly with pyvips: the giant canvas as a lazy image, written once as DeepZoom.
+
+The canvas (``size`` x product of the grids, per side) is never held in memory. It is a tree of
+``arrayjoin`` operations mirroring the tile tree, over node files opened with sequential access,
+so pixels stream through in strips and each file is decoded once, top to bottom, while the strip
+passes it. Where a node was not expanded (a focus build, or a tile that failed) its own image
+is scaled up to fill its area.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyvips
+
+from hypermosaic.config import PublishConfig
+from hypermosaic.store import Store
+from hypermosaic.tree import ROOT, Address, Plan
+
+__all__ = ["canvas_image", "publish_build", "preview_depth", "DZI_NAME"]
+
+DZI_NAME = "mosaic"
+
+
+def canvas_image(store: Store, plan: Plan, depth: int | None = None) -> pyvips.Image:
+    """The hypermosaic as one lazy pyvips image, using nodes down to ``depth`` (default: all).
+
+    At depth ``k`` the canvas is ``size * prod(grids[:k])`` pixels per side.
+    """
+    limited = plan if depth is None else Plan(plan.size, plan.grids[:depth], plan.focus,
+                                             plan.neighbours)
+    return _node_image(store, limited, ROOT)
+
+
+def _open(store: Store, address: Address) -> pyvips.Image:
+    image = pyvips.Image.new_from_file(str(store.node_path(address)), access="sequential")
+    return image.extract_band(0, n=3) if image.bands > 3 else image
+
+
+def _node_image(store: Store, plan: Plan, address: Address) -> pyvips.Image:
+    """The area of one node at canvas resolution: its children joined, or itself scaled up."""
+    depth = len(address)
+    span = plan.span(depth)
+    children = [c for c in _cells(plan, address) if store.has(c)] if depth < plan.depth else []
+    if not children:
+        image = _open(store, address)
+        return image if span == plan.size else image.resize(span / plan.size, kernel="cubic")
+    grid = plan.grids[depth]
+    tile = plan.tile_size(depth)
+    child_span = plan.span(depth + 1)
+    stored = set(children)
+    own = None
+    cells = []
+    for cell in _cells(plan, address):
+        if cell in stored:
+            cells.append(_node_image(store, plan, cell))
+            continue
+        if own is None:
+            own = pyvips.Image.new_from_file(str(store.node_path(address)))
+            own = own.extract_band(0, n=3) if own.bands > 3 else own
+        row, col = cell[-1]
+        crop = own.crop(col * tile, row * tile, tile, tile)
+        cells.append(crop.resize(child_span / tile, kernel="cubic"))
+    return pyvips.Image.arrayjoin(cells, across=grid)
+
+
+def _cells(plan: Plan, address: Address) -> list[Address]:
+    grid = plan.grids[len(address)]
+    return [address + ((r, c),) for r in range(grid) for c in range(grid)]
+
+
+def preview_depth(plan: Plan, preview: int) -> int:
+    """The shallowest depth whose canvas is at least ``preview`` pixels (or the full depth)."""
+    for depth in range(plan.depth + 1):
+        if plan.size * math.prod(plan.grids[:depth]) >= preview:
+            return depth
+    return plan.depth
+
+
+def publish_build(store: Store, plan: Plan, publish: PublishConfig) -> dict[str, Path]:
+    """Write the preview, the DeepZoom pyramid with its viewer, and optionally a BigTIFF."""
+    outputs: dict[str, Path] = {}
+    preview_path = store.root / "preview.png"
+    small = canvas_image(store, plan, preview_depth(plan, publish.preview))
+    scale = min(1.0, publish.preview / small.width)
+    small.resize(scale, kernel="lanczos3").write_to_file(str(preview_path))
+    outputs["preview"] = preview_path
+    if publish.deepzoom:
+        outputs["deepzoom"] = write_deepzoom(store, plan, publish)
+        from hypermosaic.viewer import write_viewer
+
+        outputs["viewer"] = write_viewer(store.root, f"{DZI_NAME}.dzi")
+    if publish.tiff:
+        tiff = store.root / f"{DZI_NAME}.tif"
+        canvas_image(store, plan).tiffsave(
+            str(tiff), tile=True, pyramid=True, bigtiff=True, compression="jpeg", Q=90,
+            tile_width=256, tile_height=256,
+        )
+        outputs["tiff"] = tiff
+    return outputs
+
+
+def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig) -> Path:
+    """Write ``mosaic.dzi`` and ``mosaic_files/`` from the lazy canvas in one pass."""
+    suffix = {"jpeg": ".jpg[Q=90]", "png": ".png", "webp": ".webp[Q=90]"}[publish.tile_format]
+    canvas_image(store, plan).dzsave(
+        str(store.root / DZI_NAME), tile_size=publish.tile_size, overlap=0, suffix=suffix,
+        layout="dz",
+    )
+    return store.root / f"{DZI_NAME}.dzi"

@@ -1,0 +1,344 @@
+"""The build config: TOML laid over defaults, validated into typed objects.
+
+Every error names the key (``tiles.strength``, ``levels.2.steps``) and the problem in one line, and
+unknown keys are errors: a typo is never silently ignored. Paths in a config file are relative to
+that file; paths given on the command line are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hypermosaic.errors import InputError
+from hypermosaic.tree import Plan
+
+__all__ = [
+    "BuildConfig",
+    "DiffusionConfig",
+    "FocusConfig",
+    "LevelConfig",
+    "LevelSettings",
+    "PrimaryConfig",
+    "PublishConfig",
+    "RecolorConfig",
+    "load_build_config",
+    "format_validation_error",
+]
+
+TEMPLATE_FIELDS = {"depth", "row", "col"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrimaryConfig(_Strict):
+    """The root image: generated from ``prompt`` or read from ``image``."""
+
+    prompt: str | None = None
+    negative_prompt: str = ""
+    image: Path | None = None
+    steps: Annotated[int, Field(ge=1, le=1000)] = 30
+    guidance: Annotated[float, Field(ge=0, le=50)] = 7.5
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PrimaryConfig:
+        if (self.prompt is None) == (self.image is None):
+            raise ValueError("give exactly one of primary.prompt or primary.image")
+        return self
+
+
+PromptSpec = str | list[str]
+
+
+class LevelConfig(_Strict):
+    """Tile settings; ``[tiles]`` holds the defaults, ``[levels.N]`` overrides depth N."""
+
+    prompt: PromptSpec | None = None
+    negative_prompt: PromptSpec | None = None
+    strength: Annotated[float, Field(ge=0, le=1)] | None = None
+    steps: Annotated[int, Field(ge=1, le=1000)] | None = None
+    guidance: Annotated[float, Field(ge=0, le=50)] | None = None
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _templates(cls, value: PromptSpec | None) -> PromptSpec | None:
+        for text in [value] if isinstance(value, str) else value or []:
+            for _, name, _, _ in string.Formatter().parse(text):
+                if name is not None and name not in TEMPLATE_FIELDS:
+                    raise ValueError(
+                        f"unknown template field {{{name}}} (allowed: {{depth}}, {{row}}, {{col}})"
+                    )
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list; give at least one prompt")
+        return value
+
+
+class LevelSettings(BaseModel):
+    """The resolved settings of one depth (defaults and overrides merged)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: PromptSpec
+    negative_prompt: PromptSpec
+    strength: float
+    steps: int
+    guidance: float
+
+    def prompts_for(self, depth: int, row: int, col: int) -> tuple[str, str]:
+        """Prompt and negative prompt of the tile at ``(row, col)`` of a depth-``depth`` node."""
+        return (
+            _pick(self.prompt, depth).format(depth=depth, row=row, col=col),
+            _pick(self.negative_prompt, depth).format(depth=depth, row=row, col=col),
+        )
+
+
+def _pick(spec: PromptSpec, depth: int) -> str:
+    """A list of prompts is indexed by depth (first entry for depth 1; the last one repeats)."""
+    if isinstance(spec, str):
+        return spec
+    return spec[min(depth, len(spec)) - 1]
+
+
+class RecolorConfig(_Strict):
+    """The model-free engine: a source image recoloured to each tile's colours."""
+
+    source: str = "primary"
+    colour_space: Literal["lab", "rgb"] = "lab"
+
+
+class DiffusionConfig(_Strict):
+    """The Stable Diffusion engine."""
+
+    model: str | None = None
+    scheduler: Literal[
+        "default", "ddim", "euler", "euler_ancestral", "dpm++2m", "lms", "pndm", "lcm"
+    ] = "default"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    device: str = "auto"
+
+
+class FocusConfig(_Strict):
+    """Expand only along a path of tiles (plus ``neighbours`` tiles around each step)."""
+
+    path: list[tuple[int, int]]
+    neighbours: Annotated[int, Field(ge=0)] | None = None
+
+
+class PublishConfig(_Strict):
+    """What the assembly writes beside the node images."""
+
+    deepzoom: bool = True
+    tile_size: Annotated[int, Field(ge=16, le=4096)] = 256
+    tile_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    tiff: bool = False
+    preview: Annotated[int, Field(ge=16, le=16384)] = 1024
+
+
+DEFAULT_TILES = LevelConfig(
+    prompt="", negative_prompt="", strength=0.5, steps=30, guidance=7.5
+)
+
+
+class BuildConfig(_Strict):
+    """A whole `hypermosaic build` config, validated."""
+
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    size: Annotated[int, Field(ge=8, le=8192)] = 512
+    grid: Annotated[int, Field(ge=1, le=256)] | list[Annotated[int, Field(ge=1, le=256)]] = 8
+    depth: Annotated[int, Field(ge=0, le=16)] = 1
+    engine: Literal["recolor", "diffusion"] = "recolor"
+    out: Path = Path("out")
+    format: Literal["png", "webp", "jpeg"] = "png"
+    quality: Annotated[int, Field(ge=1, le=100)] = 92
+    primary: PrimaryConfig
+    tiles: LevelConfig = LevelConfig()
+    levels: dict[int, LevelConfig] = {}
+    recolor: RecolorConfig = RecolorConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    focus: FocusConfig | None = None
+    publish: PublishConfig = PublishConfig()
+
+    @field_validator("levels")
+    @classmethod
+    def _level_keys(cls, value: dict[int, LevelConfig]) -> dict[int, LevelConfig]:
+        for depth in value:
+            if depth < 1:
+                raise ValueError(f"level {depth}: levels are numbered from 1 (depth 0 is primary)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildConfig:
+        grids = self.grids
+        if isinstance(self.grid, list) and len(self.grid) < self.depth:
+            raise ValueError(
+                f"grid: {len(self.grid)} entries but depth is {self.depth} (one per level)"
+            )
+        size = self.size
+        for level, grid in enumerate(grids):
+            if size % grid:
+                raise ValueError(
+                    f"grid: {grid} does not divide size {size} (level {level})"
+                )
+            if size // grid < 1:
+                raise ValueError(f"grid: {grid} leaves no pixels per tile of size {size}")
+        if self.engine == "recolor" and self.primary.image is None:
+            raise ValueError(
+                "primary.image: the recolor engine cannot generate an image from a prompt; "
+                "give primary.image or use engine = \"diffusion\""
+            )
+        if self.engine == "diffusion" and self.diffusion.model is None:
+            raise ValueError("diffusion.model: the diffusion engine needs a model")
+        if self.focus is not None:
+            if len(self.focus.path) > self.depth:
+                raise ValueError(
+                    f"focus.path: {len(self.focus.path)} steps but depth is {self.depth}"
+                )
+            try:
+                self.plan().validate_address(self.focus.path)
+            except ValueError as exc:
+                raise ValueError(f"focus.path: {exc}") from None
+        return self
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        """The grid of each level that is cut, ``depth`` entries."""
+        if isinstance(self.grid, int):
+            return (self.grid,) * self.depth
+        return tuple(self.grid[: self.depth])
+
+    def plan(self) -> Plan:
+        """The pure expansion plan of this config."""
+        focus = None if self.focus is None else tuple(tuple(s) for s in self.focus.path)
+        neighbours = None if self.focus is None else self.focus.neighbours
+        return Plan(size=self.size, grids=self.grids, focus=focus, neighbours=neighbours)
+
+    def level(self, depth: int) -> LevelSettings:
+        """Settings for the tiles that become depth-``depth`` nodes (depth >= 1)."""
+        merged: dict[str, Any] = DEFAULT_TILES.model_dump()
+        for layer in (self.tiles, self.levels.get(depth)):
+            if layer is not None:
+                merged.update(layer.model_dump(exclude_none=True))
+        return LevelSettings(**merged)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Hashes of everything that decides the pixels of each depth's nodes.
+
+        Depth ``d``'s entry covers the global settings and the settings of depths 1..d, so a
+        change to a level invalidates that level and every deeper one, while a deeper build of
+        an unchanged config resumes (depth and focus only decide *which* nodes exist).
+        """
+        common = {
+            "seed": self.seed,
+            "size": self.size,
+            "engine": self.engine,
+            "format": self.format,
+            "quality": self.quality if self.format != "png" else None,
+            "primary": self.primary.model_dump(mode="json"),
+            "engine_settings": (
+                self.recolor.model_dump(mode="json")
+                if self.engine == "recolor"
+                else self.diffusion.model_dump(mode="json", exclude={"batch_size", "device"})
+            ),
+        }
+        prints = {"0": _digest(common)}
+        chain = [common]
+        for depth in range(1, self.depth + 1):
+            chain.append({"grid": self.grids[depth - 1], **self.level(depth).model_dump()})
+            prints[str(depth)] = _digest(chain)
+        return prints
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line naming the first bad key and what is wrong with it."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see the README's config reference)"
+    elif first["type"] == "missing":
+        message = "missing (required)"
+    where = f"{source}: {key}" if key else source
+    return f"{where}: {message}"
+
+
+def load_build_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read a TOML build config, apply command-line overrides, validate.
+
+    Relative paths in the file are resolved against the file's folder; ``out`` defaults to
+    ``out/<config name>`` in the current directory. Raises `InputError` naming the key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: malformed TOML: {exc}") from None
+    return build_config_from_dict(raw, base=path.parent, source=str(path), name=path.stem,
+                                  overrides=overrides)
+
+
+def build_config_from_dict(
+    raw: dict[str, Any],
+    *,
+    base: Path,
+    source: str,
+    name: str = "build",
+    overrides: dict[str, Any] | None = None,
+) -> BuildConfig:
+    """Validate a config mapping (as read from TOML); see `load_build_config`."""
+    raw = dict(raw)
+    raw.setdefault("out", None)
+    _resolve(raw, ("out",), base)
+    _resolve(raw, ("primary", "image"), base)
+    recolor = raw.get("recolor")
+    if isinstance(recolor, dict) and recolor.get("source") not in (None, "primary", "parent"):
+        recolor["source"] = str(base / str(recolor["source"]))
+    diffusion = raw.get("diffusion")
+    if isinstance(diffusion, dict) and isinstance(diffusion.get("model"), str):
+        local = base / diffusion["model"]
+        if local.exists():
+            diffusion["model"] = str(local)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(raw, key, value)
+    if raw["out"] is None:
+        raw["out"] = Path("out") / name
+    try:
+        return BuildConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, source)) from None
+
+
+def _resolve(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> None:
+    *parents, last = keys
+    node = raw
+    for key in parents:
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return
+    if isinstance(node.get(last), str):
+        node[last] = base / node[last]
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value

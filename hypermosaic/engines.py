@@ -1,0 +1,83 @@
+"""The engine interface: what turns a batch of tiles into sub-images.
+
+An engine is loaded once per worker (see `hypermosaic.tasks.EnginePlugin`) and called with a batch
+of sibling tiles. Images cross this boundary as ``uint8`` RGB arrays of shape ``(H, W, 3)``;
+encoding and files are the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from hypermosaic.tree import Address
+
+__all__ = ["Engine", "PrimaryJob", "TileContext", "TileJob", "create_engine"]
+
+
+@dataclass(frozen=True)
+class PrimaryJob:
+    """Generate the root image from a prompt."""
+
+    seed: int
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    size: int
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One tile to turn into a full sub-image; ``seed`` comes from the node's address."""
+
+    address: Address
+    seed: int
+    prompt: str
+    negative_prompt: str
+    strength: float
+    steps: int
+    guidance: float
+
+
+@dataclass(frozen=True)
+class TileContext:
+    """What a batch of sibling tiles shares: their parent's image, its grid, the primary image."""
+
+    parent: np.ndarray
+    grid: int
+    primary: np.ndarray
+
+
+class Engine(Protocol):
+    """Turns tiles into sub-images; implementations: recolor (core) and diffusion (pipelines)."""
+
+    def primary(self, job: PrimaryJob) -> np.ndarray:
+        """The root image, ``(size, size, 3)`` uint8."""
+        ...
+
+    def tiles(
+        self, inits: np.ndarray, jobs: Sequence[TileJob], context: TileContext
+    ) -> np.ndarray:
+        """Sub-images ``(B, size, size, 3)`` uint8 for tiles upsampled to ``inits`` (same shape).
+
+        ``jobs[i]`` describes ``inits[i]``. The result for a tile depends only on its job and
+        init (and the context), never on the other tiles in the batch: batching is for speed.
+        """
+        ...
+
+
+def create_engine(name: str, settings: dict[str, Any]) -> Engine:
+    """Build an engine by name; ``diffusion`` imports torch, ``recolor`` does not."""
+    if name == "recolor":
+        from hypermosaic.recolor import RecolorEngine
+
+        return RecolorEngine(**settings)
+    if name == "diffusion":
+        from hypermosaic.pipelines.engine import DiffusionEngine
+
+        return DiffusionEngine(**settings)
+    raise ValueError(f"unknown engine {name!r}")

@@ -1,0 +1,155 @@
+"""The on-disk build store: node images, written atomically, and a manifest.
+
+Layout of an output directory::
+
+    manifest.json          what was built, from which settings (fingerprints), what failed
+    nodes/root.png         the primary image
+    nodes/3_4.png          the node cut from tile (3, 4) of the root
+    nodes/3_4/1_2.png      ... and its child at (1, 2)
+    mosaic.dzi, mosaic_files/, index.html, preview.png, mosaic.tif   (assembly outputs)
+
+A node file exists only when complete (temporary file + rename), so "the file is there" is the
+resume test: a killed build loses at most the tiles in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hypermosaic.errors import InputError
+from hypermosaic.tree import Address, Plan, address_key
+
+__all__ = ["Store", "atomic_write", "MANIFEST_NAME"]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """Node images and the manifest of one build output directory."""
+
+    def __init__(self, root: Path | str, node_format: str = "png") -> None:
+        self.root = Path(root)
+        self.node_format = node_format
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.root / "nodes"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    def node_path(self, address: Address) -> Path:
+        """Where a node's image lives (it may not exist yet)."""
+        return self.nodes_dir / f"{address_key(address)}.{self.node_format}"
+
+    def has(self, address: Address) -> bool:
+        return self.node_path(address).is_file()
+
+    def write_node(self, address: Address, data: bytes) -> Path:
+        """Store an encoded node image atomically; returns its path."""
+        path = self.node_path(address)
+        atomic_write(path, data)
+        return path
+
+    def read_node(self, address: Address) -> bytes:
+        return self.node_path(address).read_bytes()
+
+    def load_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when the directory holds no build."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
+            raise InputError(f"{self.manifest_path}: not a hypermosaic manifest (version 1)")
+        return manifest
+
+    def save_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write(
+            self.manifest_path,
+            json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2).encode(),
+        )
+
+    def check_compatible(self, fingerprints: dict[str, str], force: bool) -> None:
+        """Refuse to mix nodes made from different settings; with ``force`` start afresh.
+
+        Depths present in both the stored build and the new config must have equal
+        fingerprints; a deeper or shallower build of the same settings resumes.
+        """
+        manifest = self.load_manifest()
+        if manifest is None:
+            if self.nodes_dir.exists() and any(self.nodes_dir.iterdir()) and not force:
+                raise InputError(
+                    f"{self.root}: holds node images but no manifest; use --force to rebuild"
+                )
+            return
+        stored = manifest.get("fingerprints", {})
+        changed = sorted(
+            (depth for depth in stored.keys() & fingerprints.keys()
+             if stored[depth] != fingerprints[depth]),
+            key=int,
+        )
+        if not changed:
+            return
+        if not force:
+            raise InputError(
+                f"{self.root}: was built with different settings (depth {changed[0]} changes); "
+                "use --force to rebuild, or choose another --out"
+            )
+        self.clear()
+
+    def clear(self) -> None:
+        """Remove every node and output of a previous build (for --force)."""
+        if self.nodes_dir.exists():
+            shutil.rmtree(self.nodes_dir)
+        self.manifest_path.unlink(missing_ok=True)
+
+    def plan(self) -> Plan:
+        """The plan recorded in the manifest (raises InputError if there is no build)."""
+        manifest = self.load_manifest()
+        if manifest is None:
+            raise InputError(f"{self.root}: no hypermosaic build here (no {MANIFEST_NAME})")
+        focus = manifest.get("focus")
+        return Plan(
+            size=int(manifest["size"]),
+            grids=tuple(int(g) for g in manifest["grids"]),
+            focus=None if focus is None else tuple(tuple(step) for step in focus),
+            neighbours=manifest.get("neighbours"),
+        )
+
+    @classmethod
+    def open(cls, root: Path | str) -> Store:
+        """Open an existing build directory, with the node format its manifest records."""
+        store = cls(root)
+        manifest = store.load_manifest()
+        if manifest is None:
+            raise InputError(f"{root}: no hypermosaic build here (no {MANIFEST_NAME})")
+        store.node_format = manifest["node_format"]
+        return store
+
+    def deepest_available(self, address: Address) -> Address:
+        """The deepest stored ancestor-or-self of ``address`` (the root if nothing else)."""
+        for depth in range(len(address), -1, -1):
+            if self.has(address[:depth]):
+                return address[:depth]
+        raise InputError(f"{self.root}: the primary image is missing")

@@ -1,0 +1,113 @@
+"""Task code that runs on Dask workers.
+
+It lives in an importable module (Dask pickles functions from ``__main__`` with their globals, so a
+model cache there would reload every task). The engine is loaded once per worker by
+`EnginePlugin`; tasks take encoded images and return encoded images, so the client alone writes
+files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from distributed import WorkerPlugin, get_worker
+
+from hypermosaic.engines import Engine, PrimaryJob, TileContext, TileJob, create_engine
+from hypermosaic.images import decode, encode, resize
+
+__all__ = [
+    "EnginePlugin",
+    "Encoding",
+    "PrimaryImagePlugin",
+    "cut_tiles",
+    "make_primary",
+    "make_tiles",
+    "make_tiles_task",
+]
+
+PLUGIN_NAME = "hypermosaic-engine"
+PRIMARY_PLUGIN_NAME = "hypermosaic-primary"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How node images are encoded on the wire and on disk."""
+
+    format: str = "png"
+    quality: int = 92
+
+
+class EnginePlugin(WorkerPlugin):
+    """Loads the engine once per worker (again on a replacement worker), frees it on teardown."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, engine: str, settings: dict[str, Any], torch_threads: int = 0) -> None:
+        self.engine_name = engine
+        self.settings = settings
+        self.torch_threads = torch_threads
+        self.engine: Engine | None = None
+
+    def setup(self, worker: Any) -> None:
+        if self.torch_threads and self.engine_name == "diffusion":
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        self.engine = create_engine(self.engine_name, self.settings)
+
+    def teardown(self, worker: Any) -> None:
+        self.engine = None
+
+
+class PrimaryImagePlugin(WorkerPlugin):
+    """Hands every worker, replacements included, the primary image bytes once."""
+
+    name = PRIMARY_PLUGIN_NAME
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _engine() -> Engine:
+    return get_worker().plugins[PLUGIN_NAME].engine
+
+
+def make_primary(job: PrimaryJob, encoding: Encoding) -> bytes:
+    """Generate the root image from its prompt, with this worker's engine."""
+    return encode(_engine().primary(job), encoding.format, encoding.quality)
+
+
+def cut_tiles(parent: np.ndarray, grid: int, size: int, jobs: list[TileJob]) -> np.ndarray:
+    """The tiles of ``jobs`` cut from their parent and upsampled to ``size`` (``(B, s, s, 3)``)."""
+    tile = parent.shape[0] // grid
+    return np.stack([
+        resize(parent[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile], size, size)
+        for r, c in (job.address[-1] for job in jobs)
+    ])
+
+
+def make_tiles(
+    engine: Engine,
+    parent_data: bytes,
+    primary_data: bytes,
+    grid: int,
+    jobs: list[TileJob],
+    encoding: Encoding,
+) -> list[bytes]:
+    """Turn a batch of sibling tiles into encoded sub-images, in the order of ``jobs``."""
+    parent = decode(parent_data)
+    size = parent.shape[0]
+    context = TileContext(parent=parent, grid=grid, primary=decode(primary_data))
+    images = engine.tiles(cut_tiles(parent, grid, size, jobs), jobs, context)
+    return [encode(image, encoding.format, encoding.quality) for image in images]
+
+
+def make_tiles_task(
+    parent_data: bytes, grid: int, jobs: list[TileJob], encoding: Encoding
+) -> list[bytes]:
+    """`make_tiles` on a worker: its engine and the primary image come from the plugins."""
+    plugins = get_worker().plugins
+    primary = plugins[PRIMARY_PLUGIN_NAME].data
+    return make_tiles(_engine(), parent_data, primary, grid, jobs, encoding)

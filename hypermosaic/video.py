@@ -1,0 +1,739 @@
+"""Infinite-zoom videos of a build: the camera falls from the whole mosaic into one node.
+
+The camera follows a path of nodes (the build's ``focus``, a chosen one, or the central one) from
+the whole canvas down to the deepest node on it. The zoom is exponential: every frame is the
+previous one scaled by the same factor about one fixed point, so the speed looks constant, and the
+fixed point is chosen so that the last view frames the target node exactly as the first view
+framed the canvas (``drift``). That makes the video loop: over its last frames the target node
+cross-fades into the whole canvas drawn in miniature at the node's place (a matched cross-fade),
+so the frame after the last one is the first.
+
+Frames are rendered one at a time from the node images at the resolution they need
+(`FrameRenderer`) and encoded straight away through PyAV; no list of frames is ever held.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hypermosaic.errors import InputError
+from hypermosaic.store import Store
+from hypermosaic.tree import Address, Plan, address_key, parse_address
+
+__all__ = [
+    "Box",
+    "Planes",
+    "VideoSettings",
+    "VideoResult",
+    "ZoomPath",
+    "FrameRenderer",
+    "VideoWriter",
+    "CODECS",
+    "check_inputs",
+    "open_build",
+    "choose_path",
+    "zoom_path",
+    "ease",
+    "frame_count",
+    "level_for",
+    "canvas_rect",
+    "rgb_to_planes",
+    "planes_to_rgb",
+    "render_video",
+]
+
+OVERSAMPLE = 2**0.5
+"""Regions are assembled at 1x to this many times the frame's resolution, then resampled."""
+MARGIN = 0.1
+"""Extra canvas around a view (fraction of its size) assembled so the next frames reuse it."""
+NODE_CACHE_BYTES = 192 << 20
+COLORSPACE = "itu709"
+COLOR_RANGE = "MPEG"
+BT709 = 1
+"""The H.273 code of BT.709 (matrix, primaries, transfer) tagged on the encoded stream."""
+
+
+class Box(NamedTuple):
+    """A view of the canvas: ``(left, top, right, bottom)`` in canvas pixels (floats)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+class Planes(NamedTuple):
+    """A frame (or part of one) as 8-bit YUV 4:2:0 planes: ``y`` is HxW, ``u`` and ``v`` H/2xW/2."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+@dataclass(frozen=True)
+class Codec:
+    """An encoder PyAV can drive, the containers it may go in, and its quality range."""
+
+    encoder: str
+    suffixes: tuple[str, ...]
+    crf_range: tuple[int, int]
+    default_crf: int
+    options: tuple[tuple[str, str], ...]
+    presets: tuple[str, ...]
+    default_preset: str
+
+
+CODECS: dict[str, Codec] = {
+    "h264": Codec(
+        "libx264", (".mp4", ".mkv", ".mov"), (0, 51), 23, (),
+        ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+         "veryslow"),
+        "veryfast",
+    ),
+    "vp9": Codec(
+        "libvpx-vp9", (".webm", ".mkv", ".mp4"), (0, 63), 33,
+        (("b", "0"), ("row-mt", "1"), ("deadline", "good")),
+        tuple(str(n) for n in range(9)), "5",
+    ),
+    "av1": Codec(
+        "libsvtav1", (".webm", ".mkv", ".mp4"), (1, 63), 35, (),
+        tuple(str(n) for n in range(14)), "10",
+    ),
+    "gif": Codec("gif", (".gif",), (0, 0), 0, (), ("default",), "default"),
+}
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif"}
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What to render. Exactly one of ``seconds`` and ``seconds_per_level`` sets the length.
+
+    ``path`` is a node address key (``3_4/1_2``); None takes the build's focus or the central
+    path. ``ease`` is the fraction of the time spent accelerating at the start and decelerating
+    at the end (0: constant speed). ``fade`` is the length of the loop cross-fade in seconds.
+    """
+
+    width: int = 1920
+    height: int = 1080
+    fps: float = 30.0
+    seconds: float | None = None
+    seconds_per_level: float | None = 4.0
+    codec: str = "h264"
+    crf: int | None = None
+    preset: str | None = None
+    path: str | None = None
+    ease: float = 0.0
+    drift: bool = True
+    loop: bool = True
+    fade: float = 1.0
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """What `render_video` wrote."""
+
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    target: Address
+    fade_frames: int
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def check_inputs(settings: VideoSettings, out_file: Path) -> None:
+    """Reject bad settings before any work; the message names the option and its value."""
+    if settings.width <= 0 or settings.height <= 0 or settings.width % 2 or settings.height % 2:
+        raise InputError(
+            f"--size {settings.width}x{settings.height}: width and height must be even and positive"
+        )
+    if max(settings.width, settings.height) > 8192:
+        raise InputError(f"--size {settings.width}x{settings.height}: at most 8192 pixels a side")
+    if not 0 < settings.fps <= 240:
+        raise InputError(f"--fps {settings.fps}: must be in (0, 240]")
+    if (settings.seconds is None) == (settings.seconds_per_level is None):
+        raise InputError("give exactly one of --seconds and --seconds-per-level")
+    length = settings.seconds if settings.seconds is not None else settings.seconds_per_level
+    if not 0 < length <= 3600:
+        name = "--seconds" if settings.seconds is not None else "--seconds-per-level"
+        raise InputError(f"{name} {length}: must be in (0, 3600]")
+    codec = CODECS.get(settings.codec)
+    if codec is None:
+        raise InputError(f"--codec {settings.codec}: choose one of h264, vp9, av1 (or --gif)")
+    suffix = out_file.suffix.lower()
+    if suffix not in codec.suffixes:
+        raise InputError(
+            f"--out {out_file}: a {settings.codec} video needs a file ending in "
+            + ", ".join(codec.suffixes)
+        )
+    low, high = codec.crf_range
+    if settings.crf is not None and not low <= settings.crf <= high:
+        raise InputError(f"--crf {settings.crf}: {settings.codec} takes {low} to {high}")
+    if settings.preset is not None and settings.preset not in codec.presets:
+        raise InputError(
+            f"--preset {settings.preset}: {settings.codec} takes " + ", ".join(codec.presets)
+        )
+    if not 0 <= settings.ease <= 0.5:
+        raise InputError(f"--ease {settings.ease}: must be in [0, 0.5]")
+    if not 0 <= settings.fade <= 3600:
+        raise InputError(f"--fade {settings.fade}: must be in [0, 3600]")
+    if settings.path is not None:
+        try:
+            parse_address(settings.path)
+        except ValueError as exc:
+            raise InputError(f"--path {settings.path}: {exc}") from None
+
+
+def frame_count(settings: VideoSettings, levels: int) -> int:
+    """Frames in the video: ``seconds`` x fps, or seconds per level x levels x fps (at least 2)."""
+    seconds = settings.seconds
+    if seconds is None:
+        seconds = settings.seconds_per_level * levels
+    return max(2, round(seconds * settings.fps))
+
+
+# --- the build and the path -------------------------------------------------------------------
+
+
+def open_build(build_dir: Path) -> tuple[Store, Plan]:
+    """Open a finished build. Raises InputError if it is missing, unreadable or incomplete."""
+    build_dir = Path(build_dir)
+    if not build_dir.is_dir():
+        raise InputError(f"{build_dir}: no such build directory")
+    store = Store.open(build_dir)
+    manifest = store.load_manifest() or {}
+    if manifest.get("complete") is not True:
+        raise InputError(
+            f"{build_dir}: the build is incomplete (still running or interrupted); "
+            "run `hypermosaic build` again to finish it"
+        )
+    return store, store.plan()
+
+
+def _central(plan: Plan, depth: int) -> tuple[int, int]:
+    grid = plan.grids[depth]
+    return grid // 2, grid // 2
+
+
+def choose_path(store: Store, plan: Plan, path: str | None) -> Address:
+    """The node the camera zooms into: ``path``, else the build's focus, else the central path.
+
+    A path shorter than the build is continued through central tiles while those nodes are
+    stored. Raises InputError for a path outside the grids or through nodes the build lacks.
+    """
+    if plan.depth == 0:
+        raise InputError(f"{store.root}: the build has depth 0; there is nothing to zoom into")
+    if path is not None:
+        try:
+            target = plan.validate_address(parse_address(path))
+        except ValueError as exc:
+            raise InputError(f"--path {path}: {exc}") from None
+    elif plan.focus is not None:
+        target = tuple(plan.focus[: plan.depth])
+    else:
+        target = ()
+    for depth in range(len(target) + 1):
+        if not store.has(target[:depth]):
+            deepest = store.deepest_available(target)
+            raise InputError(
+                f"{store.root}: the build is too shallow for path {address_key(target)}: "
+                f"node {address_key(target[:depth])} is missing "
+                f"(deepest stored: {address_key(deepest)})"
+            )
+    while len(target) < plan.depth:
+        child = target + (_central(plan, len(target)),)
+        if not store.has(child):
+            break
+        target = child
+    if not target:
+        raise InputError(f"{store.root}: no node below the primary image is stored")
+    return target
+
+
+# --- the camera -------------------------------------------------------------------------------
+
+
+def _cover(x: float, y: float, side: float, width: int, height: int) -> Box:
+    """The view of a ``side``-square at ``(x, y)`` that fills a width x height frame (centred)."""
+    if width >= height:
+        w, h = side, side * height / width
+    else:
+        w, h = side * width / height, side
+    cx, cy = x + side / 2, y + side / 2
+    return Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+@dataclass(frozen=True)
+class ZoomPath:
+    """An exponential zoom: the view at progress ``u`` is ``start`` scaled by ``ratio**u`` about
+    ``fixed``. ``u = 0`` frames the canvas, ``u = 1`` the target; ``u - 1`` is the same view
+    mapped back up one whole descent (the canvas in miniature inside the target)."""
+
+    start: Box
+    fixed: tuple[float, float]
+    ratio: float
+
+    def box(self, u: float) -> Box:
+        # view(u) = f + s (view(0) - f),  s = ratio ** u
+        s = self.ratio**u
+        fx, fy = self.fixed
+        left, top, right, bottom = self.start
+        return Box(fx + s * (left - fx), fy + s * (top - fy),
+                   fx + s * (right - fx), fy + s * (bottom - fy))
+
+
+def zoom_path(plan: Plan, target: Address, width: int, height: int, drift: bool = True) -> ZoomPath:
+    """The zoom from the whole canvas into ``target`` for a width x height frame.
+
+    With ``drift`` the fixed point is where the similarity taking the canvas view to the target
+    view leaves a point in place, so the target ends centred exactly as the canvas started;
+    without it the camera zooms straight at the target's centre.
+    """
+    canvas = plan.canvas_size
+    start = _cover(0, 0, canvas, width, height)
+    ox, oy = plan.origin(target)
+    side = plan.span(len(target))
+    k = side / canvas
+    if drift:
+        end = _cover(ox, oy, side, width, height)
+        # f = (c1 - k c0) / (1 - k), the centres c0, c1 of the start and end views
+        c0 = ((start.left + start.right) / 2, (start.top + start.bottom) / 2)
+        c1 = ((end.left + end.right) / 2, (end.top + end.bottom) / 2)
+        fixed = ((c1[0] - k * c0[0]) / (1 - k), (c1[1] - k * c0[1]) / (1 - k))
+    else:
+        fixed = (ox + side / 2, oy + side / 2)
+    return ZoomPath(start=start, fixed=fixed, ratio=k)
+
+
+def ease(tau: float, ramp: float) -> float:
+    """Zoom progress in [0, 1] at time fraction ``tau``: constant speed, except the first and last
+    ``ramp`` of the time, which accelerate from rest and decelerate to rest (trapezoidal speed)."""
+    if ramp <= 0:
+        return tau
+    top = 1 / (1 - ramp)
+    if tau < ramp:
+        return top * tau * tau / (2 * ramp)
+    if tau > 1 - ramp:
+        return 1 - top * (1 - tau) ** 2 / (2 * ramp)
+    return top * (tau - ramp / 2)
+
+
+def canvas_rect(view: Box, canvas: int, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The even-aligned pixel rectangle ``(x0, y0, x1, y1)`` of a frame showing ``view`` where the
+    canvas lies, or None if it covers no pixel."""
+    sx = width / (view.right - view.left)
+    sy = height / (view.bottom - view.top)
+
+    def even(value: float, limit: int) -> int:
+        return min(limit, max(0, 2 * round(value / 2)))
+
+    x0, x1 = even(-view.left * sx, width), even((canvas - view.left) * sx, width)
+    y0, y1 = even(-view.top * sy, height), even((canvas - view.top) * sy, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+# --- colour -----------------------------------------------------------------------------------
+
+
+def rgb_to_planes(image: Image.Image) -> Planes:
+    """BT.709 limited-range YUV 4:2:0 planes of an RGB image with even sides."""
+    frame = av.VideoFrame.from_image(image).reformat(
+        format="yuv420p", dst_colorspace=COLORSPACE, dst_color_range=COLOR_RANGE
+    )
+    return _split(frame.to_ndarray(), image.width, image.height)
+
+
+def _split(packed: np.ndarray, width: int, height: int) -> Planes:
+    flat = packed.reshape(-1)
+    quarter = width * height // 4
+    chroma = (height // 2, width // 2)
+    y = flat[: width * height].reshape(height, width)
+    u = flat[width * height : width * height + quarter].reshape(chroma)
+    v = flat[width * height + quarter :].reshape(chroma)
+    return Planes(y, u, v)
+
+
+def _pack(planes: Planes) -> av.VideoFrame:
+    height, width = planes.y.shape
+    packed = np.concatenate([p.reshape(-1) for p in planes]).reshape(height * 3 // 2, width)
+    return av.VideoFrame.from_ndarray(packed, format="yuv420p")
+
+
+def planes_to_rgb(planes: Planes) -> np.ndarray:
+    """The HxWx3 RGB image of a frame (inverse of `rgb_to_planes`, up to rounding)."""
+    return _pack(planes).reformat(
+        format="rgb24", src_colorspace=COLORSPACE, src_color_range=COLOR_RANGE
+    ).to_ndarray()
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def level_for(plan: Plan, pixel: float) -> int:
+    """The shallowest depth whose node images are at least as sharp as ``pixel`` canvas pixels
+    per frame pixel; the deepest depth if none is (then no sharper node exists)."""
+    for depth in range(plan.depth + 1):
+        if plan.span(depth) / plan.size <= pixel * (1 + 1e-9):
+            return depth
+    return plan.depth
+
+
+def _address_at(plan: Plan, depth: int, row: int, col: int) -> Address:
+    """The address of the depth-``depth`` node in global grid cell ``(row, col)``."""
+    steps = []
+    for level in range(depth):
+        below = math.prod(plan.grids[level + 1 : depth])
+        grid = plan.grids[level]
+        steps.append(((row // below) % grid, (col // below) % grid))
+    return tuple(steps)
+
+
+class _NodeCache:
+    """Decoded node images, least recently used dropped first beyond ``limit`` bytes."""
+
+    def __init__(self, store: Store, size: int, limit: int) -> None:
+        self.store, self.size, self.limit = store, size, limit
+        self._images: OrderedDict[Address, Image.Image] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, address: Address) -> Image.Image:
+        image = self._images.get(address)
+        if image is not None:
+            self._images.move_to_end(address)
+            return image
+        path = self.store.node_path(address)
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"{path}: unreadable node image: {exc}") from None
+        if image.size != (self.size, self.size):
+            raise InputError(
+                f"{path}: node image is {image.width}x{image.height}, the manifest says "
+                f"{self.size}x{self.size}"
+            )
+        self._images[address] = image
+        self._bytes += self.size * self.size * 4
+        while self._bytes > self.limit and len(self._images) > 1:
+            self._images.popitem(last=False)
+            self._bytes -= self.size * self.size * 4
+        return image
+
+
+@dataclass
+class _Region:
+    """Nodes of one depth pasted side by side at ``side`` pixels each, as YUV planes."""
+
+    depth: int
+    side: int
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+    span: int
+    planes: tuple[Image.Image, Image.Image, Image.Image]
+
+    def covers(self, box: Box) -> bool:
+        return (
+            box.left >= self.col0 * self.span
+            and box.right <= (self.col0 + self.cols) * self.span
+            and box.top >= self.row0 * self.span
+            and box.bottom <= (self.row0 + self.rows) * self.span
+        )
+
+    def sample(self, box: Box, width: int, height: int) -> Planes:
+        """Resample the canvas ``box`` to width x height (bilinear, antialiased when reducing)."""
+        scale = self.side / self.span
+        x0, y0 = self.col0 * self.span, self.row0 * self.span
+        luma = self.planes[0]
+        region = (
+            min(max((box.left - x0) * scale, 0.0), luma.width),
+            min(max((box.top - y0) * scale, 0.0), luma.height),
+            min(max((box.right - x0) * scale, 0.0), luma.width),
+            min(max((box.bottom - y0) * scale, 0.0), luma.height),
+        )
+        half = tuple(edge / 2 for edge in region)
+        y = luma.resize((width, height), Image.Resampling.BILINEAR, box=region)
+        u, v = (
+            plane.resize((width // 2, height // 2), Image.Resampling.BILINEAR, box=half)
+            for plane in self.planes[1:]
+        )
+        return Planes(np.asarray(y), np.asarray(u), np.asarray(v))
+
+
+class FrameRenderer:
+    """Renders views of a build's canvas from its node images, one frame at a time.
+
+    For a view it picks the shallowest depth whose nodes are at least as sharp as the frame
+    (`level_for`: no blurry upscale where a sharper node exists), pastes the nodes around the view,
+    each scaled once to a common side of 1x to `OVERSAMPLE` x the frame's resolution, into a region,
+    converts that to YUV once, and resamples each following frame from it until the camera needs
+    a sharper region or leaves it. A node the build did not expand (focus) is cut from its deepest
+    stored ancestor. Memory is one region plus a byte-capped cache of decoded nodes.
+    """
+
+    def __init__(
+        self, store: Store, plan: Plan, width: int, height: int,
+        cache_bytes: int = NODE_CACHE_BYTES,
+    ) -> None:
+        self.store, self.plan, self.width, self.height = store, plan, width, height
+        self._nodes = _NodeCache(store, plan.size, cache_bytes)
+        self._region: _Region | None = None
+        self.regions_built = 0
+
+    def render(self, view: Box, rect: tuple[int, int, int, int] | None = None) -> Planes:
+        """The frame showing ``view``, or only its pixels in ``rect`` (even-aligned
+        ``(x0, y0, x1, y1)``, where the canvas must lie: parts outside are clamped to its edge)."""
+        x0, y0, x1, y1 = rect or (0, 0, self.width, self.height)
+        pixel = (view.right - view.left) / self.width
+        pixel_y = (view.bottom - view.top) / self.height
+        canvas = self.plan.canvas_size
+
+        def clamp(value: float) -> float:
+            return min(max(value, 0.0), float(canvas))
+
+        box = Box(
+            clamp(view.left + x0 * pixel), clamp(view.top + y0 * pixel_y),
+            clamp(view.left + x1 * pixel), clamp(view.top + y1 * pixel_y),
+        )
+        return self._region_for(box, pixel).sample(box, x1 - x0, y1 - y0)
+
+    def _region_for(self, box: Box, pixel: float) -> _Region:
+        depth = level_for(self.plan, pixel)
+        span = self.plan.span(depth)
+        size = self.plan.size
+        wanted = min(size, max(1, math.ceil(OVERSAMPLE * span / pixel - 1e-6)))
+        region = self._region
+        if (
+            region is not None
+            and region.depth == depth
+            and region.covers(box)
+            and min(size, span / pixel) <= region.side * (1 + 1e-9)
+            and region.side <= wanted
+        ):
+            return region
+        self._region = None
+        self._region = self._build_region(box, depth, wanted)
+        self.regions_built += 1
+        return self._region
+
+    def _build_region(self, box: Box, depth: int, side: int) -> _Region:
+        # 1. the nodes of this depth under the box and a margin around it
+        span = self.plan.span(depth)
+        cells = self.plan.canvas_size // span
+        mx = MARGIN * (box.right - box.left)
+        my = MARGIN * (box.bottom - box.top)
+        col0 = max(0, math.floor((box.left - mx) / span))
+        col1 = min(cells, max(col0 + 1, math.ceil((box.right + mx) / span)))
+        row0 = max(0, math.floor((box.top - my) / span))
+        row1 = min(cells, max(row0 + 1, math.ceil((box.bottom + my) / span)))
+        rows, cols = row1 - row0, col1 - col0
+        # 2. paste each, scaled to side x side (even canvas for 4:2:0)
+        width, height = cols * side + (cols * side) % 2, rows * side + (rows * side) % 2
+        mosaic = Image.new("RGB", (width, height))
+        for row in range(row0, row1):
+            for col in range(col0, col1):
+                tile = self._tile(_address_at(self.plan, depth, row, col), side)
+                mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
+        # 3. to YUV once; frames resample the planes
+        planes = rgb_to_planes(mosaic)
+        del mosaic
+        return _Region(
+            depth=depth, side=side, row0=row0, col0=col0, rows=rows, cols=cols, span=span,
+            planes=tuple(Image.fromarray(np.ascontiguousarray(p)) for p in planes),
+        )
+
+    def _tile(self, address: Address, side: int) -> Image.Image:
+        """A node at ``side`` pixels; cut from the deepest stored ancestor if it is not stored."""
+        size = self.plan.size
+        if self.store.has(address):
+            image = self._nodes.get(address)
+            if side == size:
+                return image
+            return image.resize((side, side), Image.Resampling.BILINEAR)
+        ancestor = self.store.deepest_available(address)
+        ax, ay = self.plan.origin(ancestor)
+        nx, ny = self.plan.origin(address)
+        scale = size / self.plan.span(len(ancestor))
+        reach = self.plan.span(len(address)) * scale
+        left, top = (nx - ax) * scale, (ny - ay) * scale
+        return self._nodes.get(ancestor).resize(
+            (side, side), Image.Resampling.BILINEAR, box=(left, top, left + reach, top + reach)
+        )
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+class VideoWriter:
+    """Encodes frames one at a time into a temporary file, renamed over ``path`` on `close`.
+
+    Use as a context manager: on an exception (Ctrl-C included) the partial file is removed and
+    whatever ``path`` held before is left untouched.
+    """
+
+    def __init__(
+        self, path: Path, codec: str, width: int, height: int, fps: float,
+        crf: int | None = None, preset: str | None = None,
+    ) -> None:
+        spec = CODECS[codec]
+        self.path = Path(path)
+        self.codec = codec
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._index = 0
+        self._container = av.open(
+            str(self._tmp), mode="w", format=CONTAINERS[self.path.suffix.lower()]
+        )
+        rate = Fraction(fps).limit_denominator(1001)
+        self._stream = self._container.add_stream(spec.encoder, rate=rate)
+        self._stream.width, self._stream.height = width, height
+        if codec == "gif":
+            self._stream.pix_fmt = "pal8"
+            return
+        self._stream.pix_fmt = "yuv420p"
+        context = self._stream.codec_context
+        context.colorspace = context.color_primaries = context.color_trc = BT709
+        context.color_range = 1
+        options = dict(spec.options)
+        options["crf"] = str(spec.default_crf if crf is None else crf)
+        if codec == "vp9":
+            options["cpu-used"] = preset or spec.default_preset
+        else:
+            options["preset"] = preset or spec.default_preset
+        self._stream.options = options
+
+    def write(self, planes: Planes) -> None:
+        """Encode one frame."""
+        frame = _gif_frame(planes) if self.codec == "gif" else _pack(planes)
+        frame.pts = self._index
+        self._index += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> Path:
+        """Flush the encoder, close the file and move it into place."""
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._container.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is not None:
+            self.abort()
+
+
+def _gif_frame(planes: Planes) -> av.VideoFrame:
+    """A palette frame for GIF: the frame quantised to its own 256 colours."""
+    image = Image.fromarray(planes_to_rgb(planes)).quantize(256)
+    colours = np.array(image.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 0] = 255
+    palette[: len(colours), 1:] = colours
+    return av.VideoFrame.from_ndarray((np.asarray(image), palette), format="pal8")
+
+
+# --- the video --------------------------------------------------------------------------------
+
+
+def _blend(base: Planes, top: Planes, rect: tuple[int, int, int, int], weight: float) -> None:
+    """Blend ``top`` into ``base`` at ``rect`` in place: out = (1 - w) base + w top."""
+    x0, y0, x1, y1 = rect
+    w = round(weight * 256)
+    windows = ((slice(y0, y1), slice(x0, x1)), (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2)))
+    for plane, over, window in zip(base, top, (windows[0], windows[1], windows[1]), strict=True):
+        under = plane[window].astype(np.uint16)
+        plane[window] = ((under * (256 - w) + over.astype(np.uint16) * w + 128) >> 8).astype(
+            np.uint8
+        )
+
+
+def zoom_frames(
+    store: Store, plan: Plan, path: ZoomPath, settings: VideoSettings, frames: int, fade: int,
+) -> Iterable[Planes]:
+    """The frames of the video, made one at a time.
+
+    Looping, frame ``t`` sits at progress ``u = ease(t / frames)`` so that frame ``frames`` would
+    be frame 0 again; over the last ``fade`` frames the view one descent up (the canvas in
+    miniature inside the target) is blended in, its weight rising to 1 on the last frame.
+    """
+    width, height = settings.width, settings.height
+    camera = FrameRenderer(store, plan, width, height)
+    miniature = FrameRenderer(store, plan, width, height)
+    for t in range(frames):
+        if settings.loop:
+            u = ease(t / frames, settings.ease)
+        else:
+            u = ease(t / (frames - 1), settings.ease)
+        view = path.box(u)
+        planes = camera.render(view)
+        planes = Planes(*(np.array(p) for p in planes))
+        step = t - (frames - fade) + 1
+        if settings.loop and step > 0:
+            outer = path.box(u - 1)
+            rect = canvas_rect(outer, plan.canvas_size, width, height)
+            if rect is not None:
+                _blend(planes, miniature.render(outer, rect), rect, step / fade)
+        yield planes
+
+
+def render_video(
+    build_dir: Path, out_file: Path, settings: VideoSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> VideoResult:
+    """Render the zoom video of a build into ``out_file`` (.mp4, .webm, .mkv, .mov or .gif).
+
+    Raises InputError for bad settings or a build that is missing, incomplete or too shallow for
+    the path; nothing is written then, and an interrupted render leaves no partial file.
+    """
+    # 1. settings, build, path
+    out_file = Path(out_file)
+    if out_file.suffix.lower() == ".gif" and settings.codec != "gif":
+        settings = replace(settings, codec="gif")
+    check_inputs(settings, out_file)
+    store, plan = open_build(Path(build_dir))
+    target = choose_path(store, plan, settings.path)
+    # 2. camera and timing
+    path = zoom_path(plan, target, settings.width, settings.height, drift=settings.drift)
+    frames = frame_count(settings, len(target))
+    fade = min(frames // 2, round(settings.fade * settings.fps)) if settings.loop else 0
+    if not out_file.parent.is_dir():
+        raise InputError(f"--out {out_file}: the folder {out_file.parent} does not exist")
+    # 3. render and encode one frame at a time
+    with VideoWriter(
+        out_file, settings.codec, settings.width, settings.height, settings.fps,
+        crf=settings.crf, preset=settings.preset,
+    ) as writer:
+        for index, planes in enumerate(zoom_frames(store, plan, path, settings, frames, fade)):
+            writer.write(planes)
+            if progress is not None:
+                progress(index + 1, frames)
+        writer.close()
+    return VideoResult(
+        path=out_file, frames=frames, fps=settings.fps, width=settings.width,
+        height=settings.height, codec=settings.codec, target=target, fade_frames=fade,
+    )

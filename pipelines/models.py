@@ -1,0 +1,266 @@
+"""Loading Stable Diffusion pipelines, offline, from wherever the user keeps them.
+
+The one place that turns a ``diffusion.model`` string into a ready diffusers pipeline; the tile
+engine (`hypermosaic.pipelines.engine`) and the canvas (`hypermosaic.pipelines.canvas`) both use it.
+
+API:
+
+- `resolve_device_dtype(device="auto", dtype="auto") -> (torch.device, torch.dtype)`:
+  ``auto`` means CUDA if present (else MPS, else CPU), float16 on CUDA and float32 elsewhere.
+- `load_pipeline(model, *, device, dtype, scheduler="default", config=None)`: a text-to-image
+  pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `LatentConsistencyModelPipeline`
+  ..., whichever the model is), on ``device`` in ``dtype``, progress bars off. ``model`` is a local
+  diffusers directory, a single ``.safetensors`` checkpoint, or a Hugging Face id already in the
+  local cache. Never touches the network (``local_files_only=True``).
+- `make_scheduler(name, config)`: a scheduler by name (`SCHEDULERS`) from a scheduler or its
+  config.
+- `img2img_pipeline(pipe)`: the image-to-image pipeline over the same components, no reloading.
+
+Everything the user can fix (a missing model, a single file without a config) raises
+`hypermosaic.errors.InputError` with one line naming ``diffusion.model`` and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hypermosaic.errors import InputError
+
+__all__ = [
+    "SCHEDULERS",
+    "img2img_pipeline",
+    "load_pipeline",
+    "make_scheduler",
+    "resolve_device_dtype",
+]
+
+# scheduler name -> (diffusers class name, extra config overrides)
+SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "default": (None, {}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++2m": (
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}
+    ),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+DOWNLOAD_HINT = (
+    "download it on a connected machine with `hf download {id}` (`huggingface-cli download {id}` "
+    "on older huggingface_hub) and copy the Hugging Face cache here, or point diffusion.model to "
+    "a local diffusers directory"
+)
+
+
+def resolve_device_dtype(
+    device: str = "auto", dtype: str = "auto"
+) -> tuple[torch.device, torch.dtype]:
+    """The torch device and dtype for ``diffusion.device`` / ``diffusion.dtype``.
+
+    ``auto`` device: CUDA if available, else MPS, else CPU. ``auto`` dtype: float16 on CUDA
+    (half the memory, tensor cores), float32 elsewhere (CPU half precision is slow and lossy).
+    Raises `InputError` for an unknown name or a device that is not there.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(
+            f"diffusion.device: unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"diffusion.device: {device!r} but CUDA is not available here")
+    if torch_device.type == "cuda" and (torch_device.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"diffusion.device: {device!r} but only {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if dtype == "auto":
+        return torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"diffusion.dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    return torch_device, DTYPES[dtype]
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A scheduler by name (see `SCHEDULERS`) built from a scheduler config.
+
+    ``config`` is a scheduler (``pipe.scheduler``) or its config; ``default`` rebuilds the
+    scheduler's own class (for a bare config, the class its ``_class_name`` names). Raises
+    `InputError` for an unknown name.
+    """
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise InputError(
+            f"diffusion.scheduler: unknown scheduler {name!r} (use {', '.join(SCHEDULERS)})"
+        )
+    if isinstance(config, diffusers.SchedulerMixin):
+        own, config = type(config), config.config
+    else:
+        own = getattr(diffusers, config["_class_name"])
+    class_name, overrides = SCHEDULERS[name]
+    cls = own if class_name is None else getattr(diffusers, class_name)
+    return cls.from_config(config, **overrides)
+
+
+def load_pipeline(
+    model: str,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    scheduler: str = "default",
+    config: str | None = None,
+) -> Any:
+    """The text-to-image pipeline of ``model``, on ``device`` in ``dtype``, offline.
+
+    ``model``: a diffusers directory (with ``model_index.json``), a single ``.safetensors``
+    checkpoint (its component configs come from ``config``: a local diffusers directory or a
+    Hugging Face id in the local cache; without it, the base model diffusers infers from the
+    checkpoint must be in the local cache), or a Hugging Face id in the local cache. safetensors
+    weights are preferred, and the ``fp16`` variant when loading in float16 and it exists.
+    Progress bars are disabled. Raises `InputError` naming the model and how to provide it.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        pipe = _from_directory(path, model, dtype)
+    elif path.is_file():
+        if path.suffix != ".safetensors":
+            raise InputError(
+                f"diffusion.model: {model}: only .safetensors single-file checkpoints are "
+                "supported (pickled .ckpt files are not loaded; convert it to safetensors)"
+            )
+        pipe = _from_single_file(path, config, dtype)
+    elif _looks_like_path(model):
+        raise InputError(f"diffusion.model: {model}: no such file or directory")
+    else:
+        pipe = _from_directory(_cached_snapshot(model), model, dtype)
+    if scheduler != "default":
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def img2img_pipeline(pipe: Any) -> Any:
+    """The image-to-image pipeline sharing ``pipe``'s components (no copy, no reload)."""
+    from diffusers import AutoPipelineForImage2Image
+
+    view = AutoPipelineForImage2Image.from_pipe(pipe)
+    view.set_progress_bar_config(disable=True)
+    return view
+
+
+def _looks_like_path(model: str) -> bool:
+    """A Hugging Face id is ``name`` or ``org/name``; anything else must be a local path."""
+    return (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or model.endswith((".safetensors", ".ckpt"))
+    )
+
+
+def _cached_snapshot(repo_id: str) -> Path:
+    """The local snapshot folder of a Hugging Face model; `InputError` if it is not cached."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        raise InputError(
+            f"diffusion.model: {repo_id!r} is neither a local directory or .safetensors file nor "
+            f"a model in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
+            + DOWNLOAD_HINT.format(id=repo_id)
+        ) from None
+
+
+def _variant(folder: Path, dtype: torch.dtype) -> str | None:
+    """``fp16`` when loading in float16 and the folder ships fp16 weights, else the default."""
+    if dtype == torch.float16 and any(folder.glob("*/*.fp16.safetensors")):
+        return "fp16"
+    return None
+
+
+def _from_directory(folder: Path, model: str, dtype: torch.dtype) -> Any:
+    from diffusers import AutoPipelineForText2Image
+
+    if not (folder / "model_index.json").is_file():
+        raise InputError(
+            f"diffusion.model: {model}: not a diffusers pipeline directory (no model_index.json)"
+        )
+    use_safetensors = True if any(folder.glob("*/*.safetensors")) else None
+    try:
+        return AutoPipelineForText2Image.from_pretrained(
+            folder,
+            dtype=dtype,
+            use_safetensors=use_safetensors,
+            variant=_variant(folder, dtype),
+            local_files_only=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"diffusion.model: {model}: cannot load the pipeline: {exc}") from None
+
+
+def _single_file_config(checkpoint: Path, config: str | None) -> Path:
+    """The local diffusers folder holding the component configs of a single-file checkpoint."""
+    if config is not None:
+        folder = Path(config).expanduser()
+        if folder.is_dir():
+            return folder
+        if _looks_like_path(config):
+            raise InputError(f"diffusion.config: {config}: no such directory")
+        return _cached_snapshot(config)
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_state_dict
+
+    base = fetch_diffusers_config(load_state_dict(str(checkpoint)))["pretrained_model_name_or_path"]
+    try:
+        return _cached_snapshot(base)
+    except InputError:
+        raise InputError(
+            f"diffusion.model: {checkpoint} is a single-file checkpoint of a {base} type model; "
+            f"offline it needs that model's diffusers configs: set diffusion.config to a local "
+            f"diffusers directory of the same architecture, or {DOWNLOAD_HINT.format(id=base)} "
+            f"(`hf download {base} --exclude '*.safetensors' '*.bin' '*.ckpt'` is enough)"
+        ) from None
+
+
+def _from_single_file(checkpoint: Path, config: str | None, dtype: torch.dtype) -> Any:
+    import diffusers
+
+    folder = _single_file_config(checkpoint, config)
+    index = folder / "model_index.json"
+    try:
+        class_name = json.loads(index.read_text(encoding="utf-8"))["_class_name"]
+    except (OSError, ValueError, KeyError):
+        raise InputError(
+            f"diffusion.config: {folder}: not a diffusers pipeline directory (no model_index.json)"
+        ) from None
+    pipeline_class = getattr(diffusers, class_name, None)
+    if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
+        raise InputError(
+            f"diffusion.config: {folder}: pipeline {class_name} cannot load single-file checkpoints"
+        )
+    try:
+        pipe = pipeline_class.from_single_file(
+            str(checkpoint), config=str(folder), dtype=dtype, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(
+            f"diffusion.model: {checkpoint}: cannot load it with the configs of {folder}: {exc}"
+        ) from None
+    return diffusers.AutoPipelineForText2Image.from_pipe(pipe)

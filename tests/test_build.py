@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from hypermosaic.assemble import canvas_image
+from hypermosaic.build import regenerate_node, run_build
+from hypermosaic.config import build_config_from_dict
+from hypermosaic.errors import InputError
+from hypermosaic.images import decode, load_image, resize, square_crop
+from hypermosaic.store import Store
+from hypermosaic.tree import ROOT
+
+
+def make_config(examples_dir, out, **raw):
+    raw = {"seed": 3, "size": 64, "grid": 2, "depth": 2, "engine": "recolor",
+           "primary": {"image": "images/chelsea.png"}, "tiles": {"strength": 0.6},
+           "out": str(out), **raw}
+    return build_config_from_dict(raw, base=examples_dir, source="test.toml")
+
+
+def node_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "nodes").rglob("*.png"))}
+
+
+def test_one_worker_and_two_workers_give_identical_nodes(examples_dir, tmp_path, dask_client):
+    two = run_build(make_config(examples_dir, tmp_path / "two"), client=dask_client,
+                    publish=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        one = run_build(make_config(examples_dir, tmp_path / "one"), client=client,
+                        publish=False)
+    assert one.ok and two.ok and one.total == two.total == 21
+    files = node_files(tmp_path / "one")
+    assert len(files) == 21
+    assert files == node_files(tmp_path / "two")
+
+
+def test_one_node_regenerated_alone_matches(examples_dir, tmp_path, dask_client):
+    config = make_config(examples_dir, tmp_path / "b")
+    run_build(config, client=dask_client, publish=False)
+    store = Store(config.out)
+    for address in [((1, 0),), ((0, 1), (1, 1))]:
+        assert regenerate_node(config, address) == store.read_node(address)
+
+
+def test_canvas_geometry_and_colours(examples_dir, tmp_path, dask_client):
+    config = make_config(examples_dir, tmp_path / "g", grid=[4, 2])
+    run_build(config, client=dask_client, publish=False)
+    store, plan = Store(config.out), config.plan()
+    canvas = canvas_image(store, plan)
+    assert (canvas.width, canvas.height) == (64 * 8, 64 * 8)
+    pixels = canvas.numpy()
+    for address in [((0, 0), (0, 0)), ((2, 3), (1, 0)), ((3, 3), (1, 1))]:
+        x, y = plan.origin(address)
+        assert np.array_equal(pixels[y:y + 64, x:x + 64], decode(store.read_node(address)))
+    primary = resize(square_crop(load_image(config.primary.image)), 64, 64).astype(float)
+    shrunk = resize(pixels, 64, 64).astype(float)
+    assert np.abs(shrunk - primary).mean() < 20
+
+    def block_means(image):  # one mean colour per leaf tile (8 x 8 leaves)
+        return image.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3))
+
+    assert np.abs(block_means(shrunk) - block_means(primary)).mean() < 8
+
+
+def test_a_killed_worker_is_replaced_and_output_is_identical(examples_dir, tmp_path, dask_client):
+    reference = run_build(make_config(examples_dir, tmp_path / "ref", grid=4), client=dask_client,
+                          publish=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        killed = []
+
+        def kill_one(done, total):
+            if done >= 40 and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        result = run_build(make_config(examples_dir, tmp_path / "k", grid=4), client=client,
+                           on_progress=kill_one, publish=False)
+    assert killed and result.ok and result.total == reference.total == 273
+    assert node_files(tmp_path / "k") == node_files(tmp_path / "ref")
+
+
+def test_resume_after_the_build_process_is_killed(examples_dir, tmp_path, dask_client):
+    config_path = tmp_path / "b.toml"
+    config_path.write_text(
+        f'seed = 3\nsize = 64\ngrid = 4\ndepth = 2\n[primary]\nimage = "{examples_dir}/images/'
+        'chelsea.png"\n[tiles]\nstrength = 0.6\n'
+    )
+    out = tmp_path / "resumed"
+    command = [sys.executable, "-m", "hypermosaic", "build", str(config_path), "--out", str(out),
+               "--no-publish", "--workers", "1"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.png"))) < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    survivors = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert 30 <= len(survivors) < 273
+    assert not list(out.rglob("*.tmp"))
+
+    config = build_config_from_dict(
+        {"seed": 3, "size": 64, "grid": 4, "depth": 2, "out": str(out),
+         "primary": {"image": f"{examples_dir}/images/chelsea.png"}, "tiles": {"strength": 0.6}},
+        base=tmp_path, source="b.toml",
+    )
+    resumed = run_build(config, client=dask_client, publish=False)
+    assert resumed.ok and resumed.reused == len(survivors)
+    assert resumed.computed == 273 - len(survivors)
+    assert all(p.stat().st_mtime_ns == t for p, t in survivors.items())
+    reference = run_build(make_config(examples_dir, tmp_path / "ref", grid=4), client=dask_client,
+                          publish=False)
+    assert reference.computed == 273
+    assert node_files(out) == node_files(tmp_path / "ref")
+
+
+def test_changed_settings_are_refused_unless_forced(examples_dir, tmp_path, dask_client):
+    out = tmp_path / "c"
+    run_build(make_config(examples_dir, out, depth=1), client=dask_client, publish=False)
+    deeper = run_build(make_config(examples_dir, out), client=dask_client, publish=False)
+    assert deeper.reused == 5 and deeper.computed == 16
+    before = node_files(out)
+    with pytest.raises(InputError, match="different settings"):
+        run_build(make_config(examples_dir, out, tiles={"strength": 0.2}), client=dask_client,
+                  publish=False)
+    assert node_files(out) == before
+    forced = run_build(make_config(examples_dir, out, tiles={"strength": 0.2}),
+                       client=dask_client, force=True, publish=False)
+    assert forced.computed == 21 and node_files(out) != before
+
+
+def test_a_tile_that_keeps_failing_is_reported_and_the_rest_kept(examples_dir, tmp_path,
+                                                                 dask_client):
+    out = tmp_path / "f"
+    run_build(make_config(examples_dir, out, depth=1), client=dask_client, publish=False)
+    broken = Store(out).node_path(((0, 1),))
+    broken.write_bytes(b"\x89PNG not really")
+    result = run_build(make_config(examples_dir, out), client=dask_client, publish=False)
+    assert set(result.failed) == {((0, 1), (r, c)) for r in range(2) for c in range(2)}
+    assert result.computed == 12 and not result.ok
+    assert Store(out).has(((1, 1), (1, 1))) and Store(out).has(ROOT)
