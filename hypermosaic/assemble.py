@@ -10,41 +10,47 @@ is scaled up to fill its area.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 
 import pyvips
+from distributed import Client
 
 from hypermosaic.config import PublishConfig
-from hypermosaic.store import Store
+from hypermosaic.deepzoom import Pyramid, dzi_xml, write_pyramid
+from hypermosaic.store import Store, atomic_write
 from hypermosaic.tree import ROOT, Address, Plan
 
-__all__ = ["canvas_image", "publish_build", "preview_depth", "DZI_NAME"]
+__all__ = ["DZI_NAME", "canvas_image", "preview_depth", "publish_build", "write_deepzoom"]
 
 DZI_NAME = "mosaic"
 
 
-def canvas_image(store: Store, plan: Plan, depth: int | None = None) -> pyvips.Image:
+def canvas_image(store: Store, plan: Plan, depth: int | None = None,
+                 access: str = "sequential") -> pyvips.Image:
     """The hypermosaic as one lazy pyvips image, using nodes down to ``depth`` (default: all).
 
-    At depth ``k`` the canvas is ``size * prod(grids[:k])`` pixels per side.
+    At depth ``k`` the canvas is ``size * prod(grids[:k])`` pixels per side. ``sequential``
+    access streams a single top-to-bottom pass; use ``random`` to read regions in any order.
     """
     limited = plan if depth is None else Plan(plan.size, plan.grids[:depth], plan.focus,
                                              plan.neighbours)
-    return _node_image(store, limited, ROOT)
+    return _node_image(store, limited, ROOT, access)
 
 
-def _open(store: Store, address: Address) -> pyvips.Image:
-    image = pyvips.Image.new_from_file(str(store.node_path(address)), access="sequential")
+def _open(store: Store, address: Address, access: str) -> pyvips.Image:
+    image = pyvips.Image.new_from_file(str(store.node_path(address)), access=access)
     return image.extract_band(0, n=3) if image.bands > 3 else image
 
 
-def _node_image(store: Store, plan: Plan, address: Address) -> pyvips.Image:
+def _node_image(store: Store, plan: Plan, address: Address, access: str) -> pyvips.Image:
     """The area of one node at canvas resolution: its children joined, or itself scaled up."""
     depth = len(address)
     span = plan.span(depth)
     children = [c for c in _cells(plan, address) if store.has(c)] if depth < plan.depth else []
     if not children:
-        image = _open(store, address)
+        image = _open(store, address, access)
         return image if span == plan.size else image.resize(span / plan.size, kernel="cubic")
     grid = plan.grids[depth]
     tile = plan.tile_size(depth)
@@ -54,11 +60,10 @@ def _node_image(store: Store, plan: Plan, address: Address) -> pyvips.Image:
     cells = []
     for cell in _cells(plan, address):
         if cell in stored:
-            cells.append(_node_image(store, plan, cell))
+            cells.append(_node_image(store, plan, cell, access))
             continue
         if own is None:
-            own = pyvips.Image.new_from_file(str(store.node_path(address)))
-            own = own.extract_band(0, n=3) if own.bands > 3 else own
+            own = _open(store, address, "random")
         row, col = cell[-1]
         crop = own.crop(col * tile, row * tile, tile, tile)
         cells.append(crop.resize(child_span / tile, kernel="cubic"))
@@ -78,34 +83,61 @@ def preview_depth(plan: Plan, preview: int) -> int:
     return plan.depth
 
 
-def publish_build(store: Store, plan: Plan, publish: PublishConfig) -> dict[str, Path]:
+def publish_build(store: Store, plan: Plan, publish: PublishConfig,
+                  client: Client | None = None) -> dict[str, Path]:
     """Write the preview, the DeepZoom pyramid with its viewer, and optionally a BigTIFF."""
     outputs: dict[str, Path] = {}
     preview_path = store.root / "preview.png"
     small = canvas_image(store, plan, preview_depth(plan, publish.preview))
     scale = min(1.0, publish.preview / small.width)
-    small.resize(scale, kernel="lanczos3").write_to_file(str(preview_path))
+    atomic_write(preview_path, small.resize(scale, kernel="lanczos3").pngsave_buffer())
     outputs["preview"] = preview_path
     if publish.deepzoom:
-        outputs["deepzoom"] = write_deepzoom(store, plan, publish)
+        outputs["deepzoom"] = write_deepzoom(store, plan, publish, client)
         from hypermosaic.viewer import write_viewer
 
         outputs["viewer"] = write_viewer(store.root, f"{DZI_NAME}.dzi")
     if publish.tiff:
         tiff = store.root / f"{DZI_NAME}.tif"
+        partial = tiff.with_name(f".{tiff.name}.tmp")
         canvas_image(store, plan).tiffsave(
-            str(tiff), tile=True, pyramid=True, bigtiff=True, compression="jpeg", Q=90,
+            str(partial), tile=True, pyramid=True, bigtiff=True, compression="jpeg", Q=90,
             tile_width=256, tile_height=256,
         )
+        os.replace(partial, tiff)
         outputs["tiff"] = tiff
     return outputs
 
 
-def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig) -> Path:
-    """Write ``mosaic.dzi`` and ``mosaic_files/`` from the lazy canvas in one pass."""
-    suffix = {"jpeg": ".jpg[Q=90]", "png": ".png", "webp": ".webp[Q=90]"}[publish.tile_format]
-    canvas_image(store, plan).dzsave(
-        str(store.root / DZI_NAME), tile_size=publish.tile_size, overlap=0, suffix=suffix,
-        layout="dz",
-    )
+def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
+                   client: Client | None = None) -> Path:
+    """Write ``mosaic.dzi`` and ``mosaic_files/``, replacing a previous pyramid only at the end.
+
+    With tiles the size of a node (the default) the pyramid is written from the node files
+    (`hypermosaic.deepzoom`); any other tile size goes through pyvips' ``dzsave`` of the lazy
+    canvas.
+    """
+    tile_size = publish.tile_size or plan.size
+    tile_format = publish.tile_format or store.node_format
+    staging = store.root / f".{DZI_NAME}-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    if tile_size == plan.size:
+        pyramid = Pyramid(store.root, store.node_format, plan, staging / f"{DZI_NAME}_files",
+                          tile_format)
+        write_pyramid(pyramid, client)
+        (staging / f"{DZI_NAME}.dzi").write_text(
+            dzi_xml(plan.canvas_size, plan.canvas_size, tile_size, tile_format)
+        )
+    else:
+        suffix = {"jpeg": ".jpg[Q=90]", "png": ".png", "webp": ".webp[Q=90]"}[tile_format]
+        canvas_image(store, plan).dzsave(str(staging / DZI_NAME), tile_size=tile_size,
+                                         overlap=0, suffix=suffix, layout="dz")
+    files = store.root / f"{DZI_NAME}_files"
+    if files.exists():
+        shutil.rmtree(files)
+    os.replace(staging / f"{DZI_NAME}_files", files)
+    os.replace(staging / f"{DZI_NAME}.dzi", store.root / f"{DZI_NAME}.dzi")
+    staging.rmdir()
     return store.root / f"{DZI_NAME}.dzi"

@@ -139,6 +139,10 @@ def run_build(
     if config.primary.image is not None:
         primary_image = resize(square_crop(load_image(config.primary.image)), config.size,
                                config.size)
+    if config.engine == "diffusion":
+        from hypermosaic.pipelines.models import locate_model
+
+        locate_model(config.diffusion.model, config.diffusion.config)
     fingerprints = config.fingerprints()
     store.check_compatible(fingerprints, force)
 
@@ -174,14 +178,14 @@ def run_build(
             )
             store.save_manifest(manifest)
 
-    # 4. Publish: DeepZoom, preview and optional BigTIFF.
-    if publish:
-        from hypermosaic.assemble import publish_build
+        # 4. Publish on the same pool: DeepZoom, preview and optional BigTIFF.
+        if publish:
+            from hypermosaic.assemble import publish_build
 
-        result.outputs = publish_build(store, plan, config.publish)
-        manifest["outputs"] = {k: str(v.relative_to(store.root)) for k, v in
-                               result.outputs.items()}
-        store.save_manifest(manifest)
+            result.outputs = publish_build(store, plan, config.publish, active)
+            manifest["outputs"] = {k: str(v.relative_to(store.root)) for k, v in
+                                   result.outputs.items()}
+            store.save_manifest(manifest)
     result.seconds = time.perf_counter() - started
     return result
 

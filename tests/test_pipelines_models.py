@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,10 @@ import torch
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines.models import (
     SCHEDULERS,
+    ModelSource,
     img2img_pipeline,
     load_pipeline,
+    locate_model,
     make_scheduler,
     resolve_device_dtype,
 )
@@ -169,6 +173,28 @@ def test_single_file_without_config_offline_says_what_to_provide(
     assert "single-file checkpoint" in message
     assert "set diffusion.config" in message
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+
+
+def test_locate_model_checks_sources_without_torch(
+    tiny_dir: Path, hf_cache: Path, tmp_path: Path
+) -> None:
+    """The build client checks the model before writing anything, without importing torch."""
+    code = (
+        "import sys; from hypermosaic.pipelines.models import locate_model; "
+        f"print(locate_model({str(tiny_dir)!r}).folder); print('torch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == [str(tiny_dir), "False"]
+    snapshot = _cache_model(hf_cache, REPO_ID, tiny_dir) / "snapshots"
+    assert locate_model(REPO_ID).folder.parent == snapshot
+    checkpoint = save_tiny_single_file(tmp_path / "tiny.safetensors")
+    assert locate_model(str(checkpoint), config=REPO_ID) == ModelSource(
+        folder=locate_model(REPO_ID).folder, checkpoint=checkpoint
+    )
+    with pytest.raises(InputError, match="diffusion.config: 'hm-test/absent' is neither"):
+        locate_model(str(checkpoint), config="hm-test/absent")
+    with pytest.raises(InputError, match="diffusion.config: .*no model_index.json"):
+        locate_model(str(checkpoint), config=str(tmp_path))
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))

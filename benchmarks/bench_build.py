@@ -1,0 +1,125 @@
+"""Recolor build through to DeepZoom, and assembly against two references in the same run.
+
+Default scale (the issue's): depth 2, grid 16, 256 px nodes = 65,792 nodes, a 65,536 px canvas.
+
+1. build:  `run_build` without publishing: wall time, nodes/s.
+2. ours:   `write_deepzoom` from the node files (quadtree pyramid on the Dask pool).
+3. bound:  pyvips `dzsave` of a lazily generated image of the same size (no input files).
+4. naive:  one `arrayjoin` of every node file, then `dzsave` (skip with --skip-naive).
+
+Each assembly variant runs in its own process so that its peak RSS (its Dask workers included)
+is its own. Prints seconds, ratios to the bound, and peak RSS.
+
+    python benchmarks/bench_build.py [--grid 16] [--depth 2] [--size 256] [--skip-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def peak_rss_mb() -> int:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) // 1024
+
+
+def make_config(out: Path, grid: int, depth: int, size: int):
+    from hypermosaic.config import build_config_from_dict
+
+    return build_config_from_dict(
+        {"seed": 1, "size": size, "grid": grid, "depth": depth, "out": str(out),
+         "primary": {"image": "images/chelsea.png"}, "tiles": {"strength": 0.6}},
+        base=EXAMPLES, source="bench",
+    )
+
+
+def variant(name: str, out: Path, grid: int, depth: int, size: int) -> dict:
+    """Run one assembly variant in this process; returns its figures."""
+    import pyvips
+
+    from hypermosaic.assemble import write_deepzoom
+    from hypermosaic.executor import open_client
+    from hypermosaic.store import Store
+
+    config = make_config(out, grid, depth, size)
+    plan, store = config.plan(), Store(out)
+    target = out / f"bench-{name}"
+    started = time.perf_counter()
+    if name == "ours":
+        with open_client() as client:
+            started = time.perf_counter()
+            write_deepzoom(store, plan, config.publish, client)
+    elif name == "bound":
+        xy = pyvips.Image.xyz(plan.canvas_size, plan.canvas_size)
+        pattern = ((xy[0] * 7 + xy[1] * 13) & 255).cast("uchar")
+        image = pattern.bandjoin([xy[0].cast("uchar"), xy[1].cast("uchar")])
+        image.dzsave(str(target), tile_size=size, overlap=0, suffix=".png", layout="dz")
+    else:
+        leaves = sorted(
+            (a for a in plan.nodes() if len(a) == plan.depth), key=lambda a: plan.origin(a)[::-1]
+        )
+        images = [pyvips.Image.new_from_file(str(store.node_path(a))) for a in leaves]
+        across = plan.canvas_size // size
+        pyvips.Image.arrayjoin(images, across=across).dzsave(
+            str(target), tile_size=size, overlap=0, suffix=".png", layout="dz"
+        )
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_variant(name: str, out: Path, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--variant", name, "--out", str(out),
+               "--grid", str(args.grid), "--depth", str(args.depth), "--size", str(args.size)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for leftover in (out / f"bench-{name}_files", out / "mosaic_files"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--variant", choices=["ours", "bound", "naive"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(variant(args.variant, args.out, args.grid, args.depth, args.size)))
+        return
+
+    from hypermosaic.build import run_build
+
+    with tempfile.TemporaryDirectory(prefix="hm-bench-") as tmp:
+        out = Path(tmp) / "build"
+        config = make_config(out, args.grid, args.depth, args.size)
+        started = time.perf_counter()
+        result = run_build(config, publish=False)
+        seconds = time.perf_counter() - started
+        canvas = config.plan().canvas_size
+        print(f"build: {result.total:,} nodes of {args.size} px (canvas {canvas:,} px) in "
+              f"{seconds:.1f} s = {result.computed / seconds:,.1f} nodes/s; "
+              f"peak RSS {peak_rss_mb():,} MB (client or largest worker)")
+        names = ["bound", "ours"] + ([] if args.skip_naive else ["naive"])
+        figures = {name: run_variant(name, out, args) for name in names}
+        bound = figures["bound"]["seconds"]
+        for name, fig in figures.items():
+            ratio = fig["seconds"] / bound
+            print(f"assembly {name:5s}: {fig['seconds']:7.1f} s  {ratio:4.2f}x bound  "
+                  f"peak RSS {fig['peak_rss_mb']:,} MB")
+
+
+if __name__ == "__main__":
+    main()

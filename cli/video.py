@@ -1,0 +1,98 @@
+"""`hypermosaic video OUT_DIR`: render the build's looping infinite-zoom video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from hypermosaic.tree import address_key
+from hypermosaic.video import VideoSettings, render_video
+
+__all__ = ["video_command"]
+
+GIF_SIZE = (480, 270)
+GIF_FPS = 15.0
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None):  # noqa: ANN202
+    """``WIDTHxHEIGHT`` (``4k`` and ``1080p`` accepted) as two integers."""
+    if value is None:
+        return None
+    named = {"4k": "3840x2160", "1080p": "1920x1080", "720p": "1280x720"}
+    width, sep, height = named.get(value.lower(), value).lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT (for example 1920x1080)")
+    return int(width), int(height)
+
+
+@click.command("video")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Video file (.mp4, .webm, .mkv, .mov or .gif). Default: OUT_DIR/zoom.mp4.")
+@click.option("--size", callback=_parse_size, metavar="WxH",
+              help="Frame size, e.g. 1920x1080 or 4k (even sides). [default: 1920x1080; "
+                   "480x270 with --gif]")
+@click.option("--fps", type=float, help="Frames per second. [default: 30; 15 with --gif]")
+@click.option("--seconds", type=float, help="Length of the whole video.")
+@click.option("--seconds-per-level", type=float,
+              help="Length per level of zoom (the default: 4 s per level).")
+@click.option("--codec", type=click.Choice(["h264", "vp9", "av1"]),
+              help="Video codec. [default: vp9 for .webm, else h264]")
+@click.option("--crf", type=int, help="Constant quality (lower is better; h264 default 23).")
+@click.option("--preset", help="Encoder speed preset (h264: ultrafast..veryslow, default "
+                               "veryfast; vp9: cpu-used 0-8; av1: 0-13).")
+@click.option("--gif", is_flag=True, help="Write an animated GIF preview instead of a video.")
+@click.option("--path", "path", metavar="R_C/R_C/...",
+              help="Zoom into this node (default: the build's focus, else the central path).")
+@click.option("--ease", type=float, default=0.0, show_default=True,
+              help="Fraction of the time spent accelerating and decelerating at the ends.")
+@click.option("--fade", type=float, default=1.0, show_default=True,
+              help="Seconds of the loop cross-fade at the end.")
+@click.option("--no-loop", is_flag=True, help="End on the target node instead of looping.")
+@click.option("--no-drift", is_flag=True,
+              help="Zoom straight at the target instead of drifting it to the centre.")
+def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | None,
+                  fps: float | None, seconds: float | None, seconds_per_level: float | None,
+                  codec: str | None, crf: int | None, preset: str | None, gif: bool,
+                  path: str | None, ease: float, fade: float, no_loop: bool,
+                  no_drift: bool) -> None:
+    """Render a looping zoom from the whole hypermosaic in OUT_DIR down to its deepest node."""
+    if out_file is None:
+        out_file = out_dir / ("zoom.gif" if gif else "zoom.mp4")
+    gif = gif or out_file.suffix.lower() == ".gif"
+    if codec is None:
+        codec = "gif" if gif else ("vp9" if out_file.suffix.lower() == ".webm" else "h264")
+    elif gif:
+        raise click.UsageError("--codec does not apply to --gif")
+    width, height = size or (GIF_SIZE if gif else (1920, 1080))
+    settings = VideoSettings(
+        width=width, height=height, fps=fps or (GIF_FPS if gif else 30.0), seconds=seconds,
+        seconds_per_level=seconds_per_level, codec=codec, crf=crf, preset=preset, path=path,
+        ease=ease, drift=not no_drift, loop=not no_loop, fade=fade,
+    )
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]frames"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("frames", total=None)
+
+        def on_frame(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = render_video(out_dir, out_file, settings, progress=on_frame)
+    console.print(
+        f"wrote {result.path}: {result.frames} frames of {result.width}x{result.height} at "
+        f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}"
+    )

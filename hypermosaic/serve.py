@@ -1,0 +1,159 @@
+"""A read-only static server for a build's output directory (the viewer and its tiles).
+
+Only GET and HEAD. A request is answered from inside the root or not at all: paths with ``..``
+segments, encoded slashes or backslashes, NUL bytes, or any symbolic link on the way are refused
+(403), and files are opened without following links, so nothing outside the root is ever read.
+Directories serve their ``index.html`` and are never listed.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import shutil
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from hypermosaic.errors import InputError
+
+__all__ = ["make_server", "server_url", "resolve_request"]
+
+TYPES = {
+    ".dzi": "application/xml",
+    ".js": "text/javascript",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".webp": "image/webp",
+}
+FORBIDDEN = "forbidden"
+
+
+def resolve_request(root: Path, target: str) -> Path | str | None:
+    """The file under ``root`` that a request target names.
+
+    Returns the file's path, ``FORBIDDEN`` for a target that tries to leave the root (``..``,
+    encoded ``/`` or ``\\``, NUL, a symbolic link anywhere on the way), or None when there is no
+    such file. ``root`` must be resolved (absolute, no links).
+    """
+    raw = urlsplit(target).path
+    lowered = raw.lower()
+    if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw:
+        return FORBIDDEN
+    parts = [part for part in unquote(raw, errors="strict").split("/") if part not in ("", ".")]
+    if any(part == ".." or "\x00" in part or "\\" in part for part in parts):
+        return FORBIDDEN
+    path = root
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return FORBIDDEN
+    if path.is_dir():
+        path = path / "index.html"
+        if path.is_symlink():
+            return FORBIDDEN
+    if not path.is_file():
+        return None
+    if not path.resolve().is_relative_to(root):
+        return FORBIDDEN
+    return path
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves files under ``server.root``; see the module docstring for what is refused."""
+
+    server_version = "hypermosaic"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._send(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send(body=False)
+
+    def _refuse_write(self) -> None:
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write  # noqa: N815
+
+    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
+        body = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send(self, body: bool) -> None:
+        try:
+            path = resolve_request(self.server.root, self.path)
+        except UnicodeDecodeError:
+            path = FORBIDDEN
+        if path == FORBIDDEN:
+            self._error(HTTPStatus.FORBIDDEN)
+            return
+        if path is None:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            kind = TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", kind or "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            if body:
+                shutil.copyfileobj(handle, self.wfile)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], root: Path, verbose: bool) -> None:
+        self.root = root
+        self.verbose = verbose
+        super().__init__(address, _Handler)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def make_server(
+    out_dir: Path, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
+) -> ThreadingHTTPServer:
+    """A server for ``out_dir`` bound to ``host:port`` (port 0: any free port); not started.
+
+    Raises InputError if ``out_dir`` is not a directory or the address cannot be bound.
+    """
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise InputError(f"{out_dir}: no such directory")
+    cls = _Server6 if ":" in host else _Server
+    try:
+        return cls((host, port), root.resolve(), verbose)
+    except OSError as exc:
+        raise InputError(f"--host {host} --port {port}: cannot listen: {exc.strerror}") from None
+
+
+def server_url(server: ThreadingHTTPServer) -> str:
+    """The address to open in a browser."""
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"

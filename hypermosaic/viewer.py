@@ -1,0 +1,111 @@
+"""The zoomable viewer of a build: a static ``index.html`` with OpenSeadragon beside the DeepZoom.
+
+The page carries the DeepZoom descriptor inline, so it needs no request for the ``.dzi`` and works
+opened straight from the file system (``file://``) as well as through `hypermosaic serve` or any
+static server. OpenSeadragon is vendored in the package data (BSD-3-Clause, its licence copied
+along) and uses the canvas drawer, which draws tiles loaded from ``file://`` too.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import xml.etree.ElementTree as ET
+from importlib.resources import files
+from pathlib import Path
+
+from hypermosaic.errors import InputError
+from hypermosaic.store import atomic_write
+
+__all__ = ["write_viewer", "read_dzi", "VIEWER_NAME", "OSD_DIR"]
+
+VIEWER_NAME = "index.html"
+OSD_DIR = "openseadragon"
+DZI_NS = "http://schemas.microsoft.com/deepzoom/2008"
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+  html, body {{ margin: 0; height: 100%; background: #111; color: #ccc; font: 14px sans-serif; }}
+  #viewer {{ position: absolute; inset: 0; }}
+  #help {{ position: absolute; left: 8px; bottom: 6px; opacity: 0.6; pointer-events: none; }}
+</style>
+</head>
+<body>
+<div id="viewer"></div>
+<div id="help">scroll or pinch to zoom, drag to pan, 0 to reset</div>
+<script src="{osd}/openseadragon.min.js"></script>
+<script>
+  window.viewer = OpenSeadragon({{
+    id: "viewer",
+    prefixUrl: "{osd}/images/",
+    tileSources: {source},
+    drawer: "canvas",
+    showNavigator: true,
+    maxZoomPixelRatio: 2,
+    visibilityRatio: 0.5,
+    animationTime: 0.8
+  }});
+</script>
+</body>
+</html>
+"""
+
+
+def read_dzi(path: Path) -> dict[str, object]:
+    """The DeepZoom descriptor as OpenSeadragon's inline form ``{"Image": {...}}``.
+
+    Raises InputError if the file is missing or is not a DeepZoom ``Image`` descriptor.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no DeepZoom descriptor here") from None
+    except (OSError, ET.ParseError) as exc:
+        raise InputError(f"{path}: unreadable DeepZoom descriptor: {exc}") from None
+    size = root.find(f"{{{DZI_NS}}}Size")
+    if root.tag != f"{{{DZI_NS}}}Image" or size is None:
+        raise InputError(f"{path}: not a DeepZoom descriptor (no Image/Size)")
+    try:
+        image = {
+            "xmlns": DZI_NS,
+            "Url": f"{path.stem}_files/",
+            "Format": root.attrib["Format"],
+            "Overlap": int(root.attrib["Overlap"]),
+            "TileSize": int(root.attrib["TileSize"]),
+            "Size": {"Width": int(size.attrib["Width"]), "Height": int(size.attrib["Height"])},
+        }
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path}: bad DeepZoom descriptor attribute {exc}") from None
+    return {"Image": image}
+
+
+def _copy_openseadragon(target: Path) -> None:
+    """Copy the vendored OpenSeadragon (script, button images, licence) into ``target``."""
+    source = files("hypermosaic") / "data" / OSD_DIR
+    for name in ("openseadragon.min.js", "LICENSE.txt"):
+        atomic_write(target / name, (source / name).read_bytes())
+    for image in (source / "images").iterdir():
+        if image.name.endswith(".png"):
+            atomic_write(target / "images" / image.name, image.read_bytes())
+
+
+def write_viewer(out_dir: Path, dzi_name: str = "mosaic.dzi") -> Path:
+    """Write ``index.html`` and ``openseadragon/`` into ``out_dir`` beside ``dzi_name``.
+
+    Returns the page's path. Raises InputError if the descriptor is missing or malformed; every
+    file is written atomically, so a page being viewed is never seen half-written.
+    """
+    out_dir = Path(out_dir)
+    source = read_dzi(out_dir / dzi_name)
+    _copy_openseadragon(out_dir / OSD_DIR)
+    inline = json.dumps(source, indent=2).replace("</", "<\\/")
+    page = PAGE.format(title=html.escape(f"hypermosaic: {out_dir.name}"), osd=OSD_DIR,
+                       source=inline)
+    path = out_dir / VIEWER_NAME
+    atomic_write(path, page.encode("utf-8"))
+    return path

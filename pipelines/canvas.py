@@ -1,0 +1,393 @@
+"""Mixture-of-diffusers canvases: one latent denoising loop over the whole canvas.
+
+At every step the UNet sees overlapping latent windows: one per grid tile or text region (its
+box), and for each brush (and the background) the windows of a sliding grid of the model's
+native size where its mask has weight. Their noise predictions are blended by weight maps
+(`hypermosaic.pipelines.masks`) into one prediction for the canvas::
+
+    eps = sum_j w_j * eps_j / sum_j w_j
+    eps_j = eps_u + g_j * (sum_k a_k * eps_k - eps_u)       (classifier-free guidance, g_j > 1)
+
+where ``a_k`` are the normalised weights of a prompt ensemble (one prompt: ``a = 1``). One
+scheduler step then moves the whole canvas, so tiles never drift apart and no seam forms
+(Mixture of Diffusers, arXiv 2302.02412; MultiDiffusion; StreamMultiDiffusion, 2403.09055).
+
+Speed: the windows of a step that share a shape go through the UNet together, up to
+``batch_size`` windows per call, each window with its unconditional and conditional rows
+(classifier-free guidance batched too); prompt embeddings are computed once per canvas.
+``batch_size = 1`` is the original one-window-per-call loop and gives the same image.
+
+Image regions hold their reference's latents, noised to each step's level, until their
+img2img strength lets them go (strength 0: to the end, so the region is the reference
+through the VAE). Brushes, for their first ``bootstrap_steps``, see their own area only, over
+a plain white background noised to the step's level (StreamMultiDiffusion's bootstrapping),
+so that their prompts stay apart. The initial noise and every random draw come from CPU
+generators seeded by the plan: the same plan gives the same pixels on any device.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hypermosaic.canvas_plan import CELL, Box, CanvasPlan, window_spans
+from hypermosaic.errors import InputError
+from hypermosaic.pipelines.masks import gaussian_blur, region_weights
+from hypermosaic.pipelines.models import make_scheduler
+from hypermosaic.pipelines.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
+
+__all__ = [
+    "StepCallback",
+    "Window",
+    "blend",
+    "brush_windows",
+    "check_inputs",
+    "encode_texts",
+    "initial_noise",
+    "prompt_windows",
+    "render_canvas",
+]
+
+StepCallback = Callable[[int, int], None]
+WHITE = 255
+
+
+@dataclass
+class Window:
+    """One UNet input per step: a latent ``box`` and the embedding ``rows`` it is run with.
+
+    ``rows`` holds the unconditional row first when ``cfg``, then one row per prompt of the
+    ensemble, mixed by ``mix``. ``weight`` is its blending map ``(1, 1, h, w)``; ``keep``, for
+    a brush during bootstrap, is the area it sees of the canvas (the rest is background).
+    """
+
+    box: Box
+    rows: tuple[int, ...]
+    mix: tuple[float, ...]
+    guidance: float
+    cfg: bool
+    weight: torch.Tensor
+    keep: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        top, bottom, left, right = self.box
+        return bottom - top, right - left
+
+
+def check_inputs(pipe: Any, plan: CanvasPlan) -> None:
+    """Reject a pipeline the canvas cannot drive; `InputError` naming the model."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise InputError(
+            "model: SDXL-type pipelines (two text encoders) are not supported by canvas; "
+            "use a Stable Diffusion 1.x/2.x model"
+        )
+    for part in ("unet", "vae", "encode_prompt"):
+        if getattr(pipe, part, None) is None:
+            raise InputError(
+                f"model: {type(pipe).__name__} has no {part}; not a Stable Diffusion pipeline"
+            )
+    f = vae_scale_factor(pipe.vae)
+    if CELL % f:
+        raise InputError(f"model: its VAE scale factor {f} does not divide {CELL}")
+    if plan.height % CELL or plan.width % CELL:
+        raise ValueError(f"plan: canvas {plan.width}x{plan.height} is not in {CELL}-pixel cells")
+
+
+def encode_texts(pipe: Any, texts: list[str], device: torch.device) -> torch.Tensor:
+    """Embeddings ``(len(texts), L, D)`` of each text, one encoder call per text as diffusers."""
+    with torch.no_grad():
+        return torch.cat([pipe.encode_prompt(text, device, 1, False)[0] for text in texts])
+
+
+class _Rows:
+    """Assigns each distinct text one row of the embedding table, in order of first use."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        return self.texts.setdefault(text, len(self.texts))
+
+
+def _window(
+    box: Box,
+    prompt: tuple[tuple[str, float], ...],
+    negative: str,
+    guidance: float,
+    weight: np.ndarray,
+    rows: _Rows,
+    keep: np.ndarray | None = None,
+) -> Window:
+    cfg = guidance > 1.0
+    total = sum(w for _, w in prompt)
+    return Window(
+        box=box,
+        rows=((rows(negative),) if cfg else ()) + tuple(rows(text) for text, _ in prompt),
+        mix=tuple(w / total for _, w in prompt),
+        guidance=guidance,
+        cfg=cfg,
+        weight=torch.from_numpy(np.ascontiguousarray(weight, np.float32))[None, None],
+        keep=None if keep is None else torch.from_numpy(np.ascontiguousarray(keep))[None, None],
+    )
+
+
+def _cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
+    repeat = CELL // f
+    return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
+
+
+def prompt_windows(plan: CanvasPlan, f: int, rows: _Rows) -> list[Window]:
+    """One window per grid tile and text region: its box in latents, weighted by its profile."""
+    windows = []
+    for prompt in plan.prompts:
+        top, bottom, left, right = (edge // f for edge in prompt.box)
+        weight = region_weights(prompt.mask_type, bottom - top, right - left, prompt.mask_weight)
+        windows.append(
+            _window(
+                (top, bottom, left, right),
+                prompt.prompt,
+                prompt.negative_prompt,
+                prompt.guidance,
+                weight,
+                rows,
+            )
+        )
+    return windows
+
+
+def brush_windows(plan: CanvasPlan, f: int, size: int, stride: int, rows: _Rows) -> list[Window]:
+    """For each brush, the sliding windows (latent ``size``, ``stride``) where it has weight.
+
+    A brush's weight is its mask blurred and scaled by its strength; inside a window the
+    window takes the weight map as it is (MultiDiffusion's uniform views).
+    """
+    height, width = plan.height // f, plan.width // f
+    spans = [
+        (top, bottom, left, right)
+        for top, bottom in window_spans(height, min(size, height), stride)
+        for left, right in window_spans(width, min(size, width), stride)
+    ]
+    windows = []
+    for brush in plan.brushes:
+        weight = _cells_to_latent(gaussian_blur(brush.cells, brush.blur / CELL), f) * brush.strength
+        keep = _cells_to_latent(brush.cells, f) if brush.bootstrap else None
+        for top, bottom, left, right in spans:
+            crop = weight[top:bottom, left:right]
+            if crop.max() > 0:
+                windows.append(
+                    _window(
+                        (top, bottom, left, right),
+                        brush.prompt,
+                        brush.negative_prompt,
+                        brush.guidance,
+                        crop,
+                        rows,
+                        None if keep is None else keep[top:bottom, left:right],
+                    )
+                )
+    return windows
+
+
+def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The canvas's initial noise ``(1, C, H/f, W/f)`` (CPU float32) and the generator it came
+    from, positioned for the scheduler's own draws (as diffusers' pipelines leave it).
+
+    The plan's noise edits apply in order: each draws ``randn`` over its ``draw`` box from its
+    seed and writes (``reset``) or adds ``eps`` times (``epsilon``) the part inside ``write``.
+    """
+    generator = torch.Generator("cpu").manual_seed(plan.seed)
+    noise = torch.randn((1, channels, plan.height // f, plan.width // f), generator=generator)
+    for edit in plan.noise_edits:
+        top, bottom, left, right = (edge // f for edge in edit.draw)
+        fresh = torch.randn(
+            (1, channels, bottom - top, right - left),
+            generator=torch.Generator("cpu").manual_seed(edit.seed),
+        )
+        w_top, w_bottom, w_left, w_right = (edge // f for edge in edit.write)
+        part = fresh[:, :, w_top - top : w_bottom - top, w_left - left : w_right - left]
+        if edit.mode == "reset":
+            noise[:, :, w_top:w_bottom, w_left:w_right] = part
+        else:
+            noise[:, :, w_top:w_bottom, w_left:w_right] += edit.eps * part
+    return noise, generator
+
+
+def blend(
+    latents_shape: torch.Size, windows: list[Window], predictions: list[torch.Tensor]
+) -> torch.Tensor:
+    """The weighted average of window predictions: ``sum_j w_j eps_j / sum_j w_j``.
+
+    Positions no window weighs come out as NaN; plans are checked to leave none.
+    """
+    device = predictions[0].device if predictions else "cpu"
+    value = torch.zeros(latents_shape, device=device)
+    weight = torch.zeros((1, 1, *latents_shape[2:]), device=device)
+    for window, eps in zip(windows, predictions, strict=True):
+        top, bottom, left, right = window.box
+        value[:, :, top:bottom, left:right] += window.weight * eps
+        weight[:, :, top:bottom, left:right] += window.weight
+    return value / weight
+
+
+def _guided(window: Window, out: torch.Tensor) -> torch.Tensor:
+    """One window's prediction from its UNet rows: ensemble mix, then guidance."""
+    conds = out[1:] if window.cfg else out
+    eps = (
+        conds[0:1]
+        if len(conds) == 1
+        else sum(a * conds[k : k + 1] for k, a in enumerate(window.mix))
+    )
+    if not window.cfg:
+        return eps
+    uncond = out[0:1]
+    return uncond + window.guidance * (eps - uncond)
+
+
+def _predict(
+    unet: Any,
+    windows: list[Window],
+    scaled: torch.Tensor,
+    table: torch.Tensor,
+    t: torch.Tensor,
+    batch_size: int,
+    backgrounds: dict[Box, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Every window's guided prediction, float32, in order; equal shapes share UNet calls.
+
+    ``scaled`` is the canvas's model input; with ``backgrounds`` (bootstrap steps) a window with
+    a ``keep`` area sees the canvas there and its box's background elsewhere.
+    """
+    predictions: list[torch.Tensor] = [torch.empty(0)] * len(windows)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, window in enumerate(windows):
+        groups.setdefault(window.shape, []).append(index)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            inputs = []
+            for i in chunk:
+                window = windows[i]
+                x = scaled[_slice(window.box)]
+                if backgrounds is not None and window.keep is not None:
+                    x = window.keep * x + (1 - window.keep) * backgrounds[window.box]
+                inputs.append(x.expand(len(window.rows), -1, -1, -1))
+            rows = torch.tensor([row for i in chunk for row in windows[i].rows])
+            x = torch.cat(inputs).to(unet.dtype)
+            out = unet(x, t, encoder_hidden_states=table[rows]).sample.float()
+            offset = 0
+            for i in chunk:
+                n = len(windows[i].rows)
+                predictions[i] = _guided(windows[i], out[offset : offset + n])
+                offset += n
+    return predictions
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
+def _vae(pipe: Any, cpu: bool) -> Any:
+    """The pipeline's VAE, or a float32 copy on the CPU for ``cpu_vae``."""
+    if not cpu or pipe.vae.device.type == "cpu":
+        return pipe.vae
+    return copy.deepcopy(pipe.vae).to("cpu", torch.float32)
+
+
+@torch.no_grad()
+def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = None) -> np.ndarray:
+    """Generate the canvas of ``plan`` with ``pipe``; returns ``(H, W, 3)`` uint8 RGB.
+
+    ``pipe`` is a Stable Diffusion pipeline (`hypermosaic.pipelines.models.load_pipeline`);
+    its scheduler is not touched (a fresh one of ``plan.scheduler`` is made from its config).
+    ``callback(step, steps)`` runs after each denoising step. Raises `InputError` for a model
+    the canvas cannot use.
+    """
+    check_inputs(pipe, plan)
+    unet, device = pipe.unet, pipe.unet.device
+    f = vae_scale_factor(pipe.vae)
+    vae = _vae(pipe, plan.cpu_vae)
+    vae_tile = plan.vae_tile // f
+
+    # 1. Scheduler and timesteps.
+    scheduler = make_scheduler(plan.scheduler, pipe.scheduler)
+    scheduler.set_timesteps(plan.steps, device=device)
+    timesteps = scheduler.timesteps
+
+    # 2. Windows, and the embeddings of every distinct text, computed once.
+    rows = _Rows()
+    native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
+    size = native // f
+    stride = size // 2 if plan.window_stride is None else plan.window_stride // f
+    windows = prompt_windows(plan, f, rows) + brush_windows(plan, f, size, max(1, stride), rows)
+    for window in windows:
+        window.weight = window.weight.to(device)
+        window.keep = None if window.keep is None else window.keep.to(device)
+    table = encode_texts(pipe, list(rows.texts), device)
+
+    # 3. Initial noise and latents.
+    noise, generator = initial_noise(plan, unet.config.in_channels, f)
+    noise = noise.to(device)
+    latents = noise * scheduler.init_noise_sigma
+
+    # 4. Latents of the image regions and of the bootstrap background.
+    images = [
+        (
+            tuple(edge // f for edge in image.box),
+            encode_tiled(vae, image.pixels, vae_tile, vae_tile // 4).to(device),
+            plan.steps - min(int(plan.steps * image.strength), plan.steps),
+        )
+        for image in plan.images
+    ]
+    isolated = [w for w in windows if w.keep is not None]
+    white = None
+    if isolated and plan.bootstrap_steps:
+        h, w = isolated[0].shape
+        white = encode_tiled(
+            vae, np.full((h * f, w * f, 3), WHITE, np.uint8), vae_tile, vae_tile // 4
+        ).to(device)
+    step_kwargs = _step_kwargs(scheduler, generator)
+
+    # 5. Denoise the whole canvas.
+    for i, t in enumerate(timesteps):
+        level = t.reshape(1)
+        for box, reference, start in images:
+            if i <= start:
+                latents[_slice(box)] = scheduler.add_noise(reference, noise[_slice(box)], level)
+        scaled = scheduler.scale_model_input(latents, t)
+        backgrounds = None
+        if white is not None and i < plan.bootstrap_steps:
+            backgrounds = {
+                w.box: scheduler.scale_model_input(
+                    scheduler.add_noise(white, noise[_slice(w.box)], level), t
+                )
+                for w in isolated
+            }
+        predictions = _predict(unet, windows, scaled, table, t, plan.batch_size, backgrounds)
+        eps = blend(latents.shape, windows, predictions)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i + 1, plan.steps)
+    for box, reference, start in images:
+        if start >= plan.steps:
+            latents[_slice(box)] = reference
+
+    # 6. Decode, tiled.
+    return decode_tiled(vae, latents, vae_tile, vae_tile // 4)
+
+
+def _slice(box: Box) -> tuple[slice, ...]:
+    top, bottom, left, right = box
+    return slice(None), slice(None), slice(top, bottom), slice(left, right)

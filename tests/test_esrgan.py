@@ -1,0 +1,181 @@
+"""Real-ESRGAN weights and architectures: ncnn conversion, the reference runtime, user files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hypermosaic.errors import InputError
+from hypermosaic.pipelines import esrgan, ncnn_weights
+from hypermosaic.pipelines.esrgan import RRDBNet, SRVGGNetCompact
+
+pytestmark = pytest.mark.usefixtures("hypermosaic_cache", "one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared, loaded machine OpenMP spinning makes two far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _photo_crop(size: int = 32) -> np.ndarray:
+    """A real photo crop (face and hair edges), RGB float32 in 0..1."""
+    from skimage import data
+
+    return data.astronaut()[100 : 100 + size, 200 : 200 + size].astype(np.float32) / 255.0
+
+
+def _ncnn_forward(stem: str, image: np.ndarray) -> np.ndarray:
+    """The reference: ncnn on CPU, fp32 throughout, output clamped to 0..1 (CHW)."""
+    import ncnn
+
+    param, bin_path = esrgan.ncnn_model_files(stem)
+    net = ncnn.Net()
+    for option in ("use_vulkan_compute", "use_fp16_packed", "use_fp16_storage",
+                   "use_fp16_arithmetic", "use_bf16_storage"):
+        setattr(net.opt, option, False)
+    net.opt.num_threads = 1
+    net.load_param(str(param))
+    net.load_model(str(bin_path))
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+    mat = ncnn.Mat(chw)  # ncnn.Mat borrows chw's memory: keep both alive
+    extractor = net.create_extractor()
+    extractor.input("data", mat)
+    status, out = extractor.extract("output")
+    assert status == 0
+    return np.clip(np.array(out), 0.0, 1.0)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@pytest.mark.parametrize("name", ["x4plus", "fast"])
+def test_matches_ncnn_reference_runtime(name: str) -> None:
+    image = _photo_crop(32)
+    upscaler = esrgan.load_upscaler(name, device="cpu")
+    ours = upscaler(torch.from_numpy(image.transpose(2, 0, 1).copy())[None])[0].numpy()
+    reference = _ncnn_forward(esrgan.MODELS[name].ncnn_stem, image)
+    assert ours.shape == reference.shape == (3, 128, 128)
+    assert _psnr(ours, reference) >= 80.0
+
+
+def test_conversion_consumes_the_files_exactly(tmp_path: Path) -> None:
+    param, bin_path = esrgan.ncnn_model_files("realesrgan-x4plus")
+    arrays = ncnn_weights.read_weights(param, bin_path)
+    assert len(arrays) == 2 * 351  # conv_first, 23 x 3 x 5 dense convs, body, up1, up2, hr, last
+    assert arrays[0].shape == (64, 3, 3, 3) and arrays[-2].shape == (3, 64, 3, 3)
+    param, bin_path = esrgan.ncnn_model_files("realesr-animevideov3-x4")
+    assert len(ncnn_weights.read_weights(param, bin_path)) == 2 * 18 + 17  # convs + PReLUs
+    data = bin_path.read_bytes()
+    (tmp_path / "short.bin").write_bytes(data[:-4])
+    (tmp_path / "long.bin").write_bytes(data + b"\0\0\0\0")
+    with pytest.raises(InputError, match="truncated"):
+        ncnn_weights.read_weights(param, tmp_path / "short.bin")
+    with pytest.raises(InputError, match="4 bytes left"):
+        ncnn_weights.read_weights(param, tmp_path / "long.bin")
+
+
+def test_registry_weights_are_cached_as_safetensors(
+    hypermosaic_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = esrgan.load_model("fast").state_dict()
+    cached = hypermosaic_cache / "esrgan" / "realesr-animevideov3-x4.safetensors"
+    assert cached.is_file()
+
+    def no_conversion(*args: object) -> None:
+        raise AssertionError("converted again despite the cache")
+
+    monkeypatch.setattr(esrgan, "ncnn_state_dict", no_conversion)
+    second = esrgan.load_model("fast").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _tiny_models() -> list[torch.nn.Module]:
+    torch.manual_seed(0)
+    return [
+        RRDBNet(num_block=2, num_feat=16, num_grow_ch=8),
+        RRDBNet(num_block=1, num_feat=8, num_grow_ch=4, scale=2),
+        SRVGGNetCompact(num_feat=8, num_conv=3, upscale=2),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("wrapper", ["params_ema", "params", None])
+def test_basicsr_state_dicts_load(tmp_path: Path, index: int, wrapper: str | None) -> None:
+    model = _tiny_models()[index].eval()
+    state = model.state_dict()
+    if wrapper == "params_ema":  # basicsr saves both; the EMA weights win
+        saved = {"params_ema": state, "params": {k: torch.zeros_like(v) for k, v in state.items()}}
+    else:
+        saved = {wrapper: state} if wrapper else state
+    path = tmp_path / "user.pth"
+    torch.save(saved, path)
+    loaded = esrgan.load_model(path)
+    assert type(loaded) is type(model) and loaded.scale == model.scale
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_safetensors_file_loads_and_upscales(tmp_path: Path) -> None:
+    model = _tiny_models()[2].eval()
+    path = tmp_path / "user.safetensors"
+    save_file(model.state_dict(), path)
+    upscaler = esrgan.load_upscaler(path, device="cpu")
+    x = torch.rand(1, 3, 10, 14)
+    with torch.no_grad():
+        expected = model(x).clamp(0, 1)
+    assert upscaler.scale == 2
+    assert torch.allclose(upscaler(x), expected, atol=1e-6)
+
+
+class _NotWeights:
+    """Anything but a tensor: a pickle holding it must be refused."""
+
+    def __init__(self) -> None:
+        self.payload = "code could run here"
+
+
+def test_refuses_pickles_that_are_not_plain_weights(tmp_path: Path) -> None:
+    objects = tmp_path / "objects.pth"
+    torch.save({"params": _tiny_models()[2].state_dict(), "extra": _NotWeights()}, objects)
+    with pytest.raises(InputError, match="refused, not plain weights"):
+        esrgan.load_model(objects)
+    numbers = tmp_path / "numbers.pth"
+    torch.save({"conv.weight": [1.0, 2.0]}, numbers)
+    with pytest.raises(InputError, match="not a state dict of tensors"):
+        esrgan.load_model(numbers)
+
+
+def test_bad_model_arguments_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--model: unknown model 'x8'"):
+        esrgan.load_model("x8")
+    with pytest.raises(InputError, match="no such model file"):
+        esrgan.load_model(tmp_path / "missing.pth")
+    other = tmp_path / "other.safetensors"
+    save_file({"encoder.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(InputError, match="not a Real-ESRGAN"):
+        esrgan.load_model(other)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(InputError, match="not a readable safetensors"):
+        esrgan.load_model(damaged)
+
+
+def test_bad_ncnn_files_are_an_input_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.param"
+    bad.write_text("1234\n0 0\n")
+    with pytest.raises(InputError, match="not an ncnn .param"):
+        ncnn_weights.read_param(bad)
+    with pytest.raises(InputError, match="not found"):
+        esrgan.ncnn_model_files("realesrgan-x16")
