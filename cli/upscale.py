@@ -38,6 +38,8 @@ def upscale_command(inputs: tuple[Path, ...], out: Path, model: str, scale: floa
     skipped = sum(job.done for job in jobs)
     if skipped:
         console.print(f"{skipped} of {len(jobs)} outputs exist already, skipped")
+    if skipped == len(jobs):
+        return
     columns = (TextColumn("[bold]tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("tiles", total=None)

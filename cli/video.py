@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -50,7 +51,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None): 
               help="Video codec. [default: vp9 for .webm, else h264]")
 @click.option("--crf", type=int, help="Constant quality (lower is better; h264 default 23).")
 @click.option("--preset", help="Encoder speed preset (h264: ultrafast..veryslow, default "
-                               "veryfast; vp9: cpu-used 0-8; av1: 0-13).")
+                               "superfast; vp9: cpu-used 0-8; av1: 0-13).")
 @click.option("--gif", is_flag=True, help="Write an animated GIF preview instead of a video.")
 @click.option("--path", "path", metavar="R_C/R_C/...",
               help="Zoom into this node (default: the build's focus, else the central path).")
@@ -85,14 +86,22 @@ def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | 
         TextColumn("[bold]frames"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
         TimeRemainingColumn(), TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("frames", total=None)
+    progress = Progress(*columns, console=console)
+    task: TaskID | None = None
 
-        def on_frame(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def on_frame(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # bad input is reported before any bar is drawn
+            progress.start()
+            task = progress.add_task("frames", total=total)
+        progress.update(task, completed=done)
 
+    try:
         result = render_video(out_dir, out_file, settings, progress=on_frame)
+    finally:
+        progress.stop()
     console.print(
         f"wrote {result.path}: {result.frames} frames of {result.width}x{result.height} at "
-        f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}"
+        f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}",
+        soft_wrap=True,
     )

@@ -62,13 +62,13 @@ Box = tuple[int, int, int, int]
 def window_spans(length: int, size: int, stride: int) -> list[tuple[int, int]]:
     """Windows ``(start, end)`` of ``size`` every ``stride``, the last flush with ``length``.
 
-    One window ``(0, length)`` when the length fits in one. Raises ValueError for a stride
-    that is not positive or larger than the window (it would leave gaps).
+    One window ``(0, length)`` when the length fits in one (whatever the stride). Otherwise
+    raises ValueError for a stride that is not positive or larger than the window (gaps).
     """
-    if not 0 < stride <= size:
-        raise ValueError(f"stride {stride} must be in 1..{size} (the window size)")
     if length <= size:
         return [(0, length)]
+    if not 0 < stride <= size:
+        raise ValueError(f"stride {stride} must be in 1..{size} (the window size)")
     starts = list(range(0, length - size, stride)) + [length - size]
     return [(start, start + size) for start in starts]
 

@@ -112,6 +112,7 @@ class RecolorConfig(_Strict):
 
     source: str = "primary"
     colour_space: Literal["lab", "rgb"] = "lab"
+    min_contrast: Annotated[float, Field(ge=0, le=1)] = 0.35
 
 
 class DiffusionConfig(_Strict):

@@ -3,7 +3,11 @@
 Each sub-image is a source image recoloured to its tile's colours by mean/std transfer in CIE Lab
 (Reinhard et al., 2001), then blended with the upsampled tile:
 
-    out = (1 - strength) * tile + strength * recolour(source, mean(tile), std(tile))
+    out = (1 - strength) * tile + strength * recolour(source, mean(tile), std'(tile))
+
+where ``std' = max(std(tile), min_contrast * std(source))`` per channel: a small tile is nearly
+flat, and copying its spread would leave the sub-image a faint ghost; the floor keeps it legible
+while the mean, which the mosaic's look depends on, is the tile's exactly.
 
 so, as in img2img, ``strength`` trades the tile against the new content. Sources: the primary
 image (self-similar), the parent, or a folder of images chosen per tile by closest mean colour
@@ -106,9 +110,11 @@ def assign_sources(tile_means: np.ndarray, source_means: np.ndarray) -> np.ndarr
 class RecolorEngine:
     """Sub-images by colour transfer; ``source`` is ``primary``, ``parent`` or a folder path."""
 
-    def __init__(self, source: str = "primary", colour_space: str = "lab") -> None:
+    def __init__(self, source: str = "primary", colour_space: str = "lab",
+                 min_contrast: float = 0.35) -> None:
         self.source = source
         self.colour_space = colour_space
+        self.min_contrast = min_contrast
         self._to_space = srgb_to_lab if colour_space == "lab" else _as_float
         self._from_space = lab_to_srgb if colour_space == "lab" else _as_uint8
         self._cache: dict[bytes, np.ndarray] = {}
@@ -164,7 +170,9 @@ class RecolorEngine:
         ):
             stride = max(1, size // 64)
             mean, std = _stats(self._to_space(init[::stride, ::stride]))
-            recoloured = self._from_space(recolour(self._space(source), mean, std))
+            source_values = self._space(source)
+            floor = self.min_contrast * _stats(source_values)[1]
+            recoloured = self._from_space(recolour(source_values, mean, np.maximum(std, floor)))
             blended = (1 - job.strength) * init.astype(np.float32) + job.strength * recoloured
             out[i] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out

@@ -79,13 +79,18 @@ class UpscaleJob:
         return self.dst.exists()
 
 
+def _reason(exc: pyvips.Error) -> str:
+    """The last line of a libvips error: the loader's own words."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1].strip() if lines else "unknown"
+
+
 def _open(path: Path) -> pyvips.Image:
     """Open lazily for one top-to-bottom pass; decoding errors fail instead of greying out."""
     try:
         return pyvips.Image.new_from_file(str(path), access="sequential", fail_on="error")
     except pyvips.Error as exc:
-        reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unknown"
-        raise InputError(f"{path}: not a readable image ({reason})") from None
+        raise InputError(f"{path}: not a readable image ({_reason(exc)})") from None
 
 
 def _expand(inputs: Sequence[str | Path]) -> list[Path]:
@@ -196,8 +201,7 @@ class _RowReader:
             try:
                 data = self.region.fetch(0, y, self.width, n)
             except pyvips.Error as exc:
-                reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unknown"
-                raise InputError(f"{self.path}: truncated or corrupt ({reason})") from None
+                raise InputError(f"{self.path}: truncated or corrupt ({_reason(exc)})") from None
             chunks.append(np.frombuffer(data, np.uint8).reshape(n, self.width, 3))
         self.rows = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         self.top = top
@@ -243,7 +247,7 @@ class _PngStream:
                 self._buffer, self._pos = memoryview(next(self._parts)), 0
         except StopIteration:
             return b""
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+        except BaseException as exc:  # handed back to the caller by upscale_file
             self.error = exc
             return b""
         part = self._buffer[self._pos : self._pos + size]
@@ -437,4 +441,6 @@ def upscale_files(
         ]
         written = client.gather(futures)
         client.unsubscribe_topic(_TILE_TOPIC)
+    if progress is not None:  # events may trail the results; every tile is done now
+        progress(total, total)
     return [Path(p) for p in written]

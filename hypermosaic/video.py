@@ -4,20 +4,23 @@ The camera follows a path of nodes (the build's ``focus``, a chosen one, or the 
 the whole canvas down to the deepest node on it. The zoom is exponential: every frame is the
 previous one scaled by the same factor about one fixed point, so the speed looks constant, and the
 fixed point is chosen so that the last view frames the target node exactly as the first view
-framed the canvas (``drift``). That makes the video loop: over its last frames the target node
-cross-fades into the whole canvas drawn in miniature at the node's place (a matched cross-fade),
-so the frame after the last one is the first.
+framed the canvas (``drift``). That makes the video loop: over its last frames the whole canvas,
+drawn in miniature exactly where the target node sits, cross-fades in (a matched cross-fade),
+so the last frame is the whole canvas and the first one is one ordinary zoom step further in.
 
 Frames are rendered one at a time from the node images at the resolution they need
-(`FrameRenderer`) and encoded straight away through PyAV; no list of frames is ever held.
+(`FrameRenderer`, a pure function of the view) and encoded straight away through PyAV while the
+next one is rendered; no list of frames is ever held.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -48,18 +51,28 @@ __all__ = [
     "ease",
     "frame_count",
     "level_for",
+    "ladder_side",
+    "mip_for",
     "canvas_rect",
     "rgb_to_planes",
     "planes_to_rgb",
+    "smoothstep",
+    "progress_at",
+    "zoom_frames",
+    "ahead",
     "render_video",
 ]
 
 OVERSAMPLE = 2**0.5
 """Regions are assembled at 1x to this many times the frame's resolution, then resampled."""
-MARGIN = 0.05
+MARGIN = 0.02
 """Extra canvas around a view (fraction of its size) assembled so the next frames reuse it."""
+BLEND = 0.2
+"""Fraction of a level (in zoom) over which the next depth fades in before it takes over."""
 NODE_CACHE_BYTES = 192 << 20
 DECODE_THREADS = 2
+AHEAD = 2
+"""Frames rendered ahead of the encoder, on a second thread."""
 SECONDS_PER_LEVEL = 4.0
 COLORSPACE = "itu709"
 COLOR_RANGE = "MPEG"
@@ -102,7 +115,7 @@ CODECS: dict[str, Codec] = {
         "libx264", (".mp4", ".mkv", ".mov"), (0, 51), 23, (),
         ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
          "veryslow"),
-        "veryfast",
+        "superfast",
     ),
     "vp9": Codec(
         "libvpx-vp9", (".webm", ".mkv", ".mp4"), (0, 63), 33,
@@ -186,6 +199,8 @@ def check_inputs(settings: VideoSettings, out_file: Path) -> None:
             + ", ".join(codec.suffixes)
         )
     low, high = codec.crf_range
+    if settings.crf is not None and settings.codec == "gif":
+        raise InputError("--crf does not apply to a GIF")
     if settings.crf is not None and not low <= settings.crf <= high:
         raise InputError(f"--crf {settings.crf}: {settings.codec} takes {low} to {high}")
     if settings.preset is not None and settings.preset not in codec.presets:
@@ -411,9 +426,33 @@ def _address_at(plan: Plan, depth: int, row: int, col: int) -> Address:
     return tuple(steps)
 
 
+def mip_for(size: int, side: int) -> int:
+    """The node resolution a tile of ``side`` pixels is made from: the smallest halving of
+    ``size`` still at least `OVERSAMPLE` x ``side`` (so it also serves the next, sharper region),
+    or ``size``. A function of ``side`` alone, so frames do not depend on what came before."""
+    mip = size
+    while mip % 2 == 0 and mip // 2 >= side * OVERSAMPLE:
+        mip //= 2
+    return mip
+
+
+def ladder_side(size: int, span: int, pixel: float) -> int:
+    """The side at which a region's nodes are pasted for ``pixel`` canvas pixels per frame
+    pixel: the smallest rung of ``size / 2**(j/2)`` (rounded up to even) at least as sharp as
+    the frame, or ``size``. Rungs, not the exact need, so a view always gets the same region."""
+    need = span / pixel
+    side, j = size, 1
+    while True:
+        rung = math.ceil(size / 2 ** (j / 2))
+        rung += rung % 2
+        if rung < need or rung >= side:
+            return side
+        side, j = rung, j + 1
+
+
 class _NodeCache:
-    """Decoded node images, each kept at the smallest halving of its size that is at least as
-    large as last asked for (a mip level), least recently used dropped beyond ``limit`` bytes.
+    """Decoded node images at the mip levels asked for (`mip_for`), least recently used dropped
+    beyond ``limit`` bytes.
 
     When a depth first comes into view its nodes are shown small and many at once; keeping them
     reduced lets the following regions reuse them without decoding again, in bounded memory.
@@ -421,36 +460,28 @@ class _NodeCache:
 
     def __init__(self, store: Store, size: int, limit: int) -> None:
         self.store, self.size, self.limit = store, size, limit
-        self._images: OrderedDict[Address, Image.Image] = OrderedDict()
+        self._images: OrderedDict[tuple[Address, int], Image.Image] = OrderedDict()
         self._bytes = 0
         self.decoded = 0
 
-    def get(self, address: Address, side: int) -> Image.Image:
-        """The node at ``side`` pixels or more (full size at most)."""
-        return self.get_many([address], side)[0]
-
-    def get_many(self, addresses: list[Address], side: int) -> list[Image.Image]:
-        """`get` for many nodes; those not cached large enough are decoded on a few threads."""
+    def get_many(self, addresses: list[Address], mip: int) -> list[Image.Image]:
+        """The nodes at ``mip`` pixels; those not cached are decoded on a few threads."""
         found: dict[Address, Image.Image] = {}
         missing = []
         for address in addresses:
-            image = self._images.get(address)
-            if image is not None and image.width >= min(side, self.size):
-                self._images.move_to_end(address)
+            image = self._images.get((address, mip))
+            if image is not None:
+                self._images.move_to_end((address, mip))
                 found[address] = image
             else:
                 missing.append(address)
-        # keep a mip that serves this region and the next, sharper one (sides grow by OVERSAMPLE)
-        mip = self.size
-        while mip % 2 == 0 and mip // 2 >= side * OVERSAMPLE:
-            mip //= 2
         if missing:
             with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
                 for address, image in zip(
                     missing, pool.map(lambda a: self._decode(a, mip), missing), strict=True
                 ):
                     found[address] = image
-                    self._put(address, image)
+                    self._put((address, mip), image)
         return [found[address] for address in addresses]
 
     def _decode(self, address: Address, mip: int) -> Image.Image:
@@ -468,11 +499,8 @@ class _NodeCache:
         self.decoded += 1
         return image.reduce(self.size // mip) if mip < self.size else image
 
-    def _put(self, address: Address, image: Image.Image) -> None:
-        old = self._images.pop(address, None)
-        if old is not None:
-            self._bytes -= old.width * old.height * 4
-        self._images[address] = image
+    def _put(self, key: tuple[Address, int], image: Image.Image) -> None:
+        self._images[key] = image
         self._bytes += image.width * image.height * 4
         while self._bytes > self.limit and len(self._images) > 1:
             _, dropped = self._images.popitem(last=False)
@@ -500,8 +528,9 @@ class _Region:
             and box.bottom <= (self.row0 + self.rows) * self.span
         )
 
-    def sample(self, box: Box, width: int, height: int) -> Planes:
-        """Resample the canvas ``box`` to width x height (bilinear, antialiased when reducing)."""
+    def sample(self, box: Box, width: int, height: int) -> tuple[Image.Image, ...]:
+        """Resample the canvas ``box`` to width x height planes (bilinear, antialiased when
+        reducing)."""
         scale = self.side / self.span
         x0, y0 = self.col0 * self.span, self.row0 * self.span
         luma = self.planes[0]
@@ -517,7 +546,7 @@ class _Region:
             plane.resize((width // 2, height // 2), Image.Resampling.BILINEAR, box=half)
             for plane in self.planes[1:]
         )
-        return Planes(np.asarray(y), np.asarray(u), np.asarray(v))
+        return y, u, v
 
 
 class FrameRenderer:
@@ -527,17 +556,20 @@ class FrameRenderer:
     (`level_for`: no blurry upscale where a sharper node exists), pastes the nodes around the view,
     each scaled once to a common side of 1x to `OVERSAMPLE` x the frame's resolution, into a region,
     converts that to YUV once, and resamples each following frame from it until the camera needs
-    a sharper region or leaves it. A node the build did not expand (focus) is cut from its deepest
-    stored ancestor. Memory is one region plus a byte-capped cache of decoded nodes.
+    a sharper region or leaves it. Over the last ``blend`` of a level (in zoom) before the next
+    depth takes over, that depth's region (its nodes still reduced, never enlarged) is faded in,
+    so a node never pops into its children. A node the build did not expand (focus) is cut from
+    its deepest stored ancestor. Memory: two regions and a byte-capped cache of decoded nodes.
     """
 
     def __init__(
-        self, store: Store, plan: Plan, width: int, height: int,
+        self, store: Store, plan: Plan, width: int, height: int, blend: float = BLEND,
         cache_bytes: int = NODE_CACHE_BYTES,
     ) -> None:
         self.store, self.plan, self.width, self.height = store, plan, width, height
+        self.blend = blend
         self._nodes = _NodeCache(store, plan.size, cache_bytes)
-        self._region: _Region | None = None
+        self._regions: dict[int, _Region] = {}
         self.regions_built = 0
 
     def render(self, view: Box, rect: tuple[int, int, int, int] | None = None) -> Planes:
@@ -555,26 +587,39 @@ class FrameRenderer:
             clamp(view.left + x0 * pixel), clamp(view.top + y0 * pixel_y),
             clamp(view.left + x1 * pixel), clamp(view.top + y1 * pixel_y),
         )
-        return self._region_for(box, pixel).sample(box, x1 - x0, y1 - y0)
-
-    def _region_for(self, box: Box, pixel: float) -> _Region:
         depth = level_for(self.plan, pixel)
-        span = self.plan.span(depth)
-        size = self.plan.size
-        wanted = min(size, max(1, math.ceil(OVERSAMPLE * span / pixel - 1e-6)))
-        region = self._region
-        if (
-            region is not None
-            and region.depth == depth
-            and region.covers(box)
-            and min(size, span / pixel) <= region.side * (1 + 1e-9)
-            and region.side <= wanted
-        ):
-            return region
-        self._region = None
-        self._region = self._build_region(box, depth, wanted)
-        self.regions_built += 1
-        return self._region
+        weight = self.deeper_weight(depth, pixel)
+        keep = {depth, depth + 1} if weight > 0 else {depth}
+        self._regions = {d: r for d, r in self._regions.items() if d in keep}
+        planes = self._region(box, pixel, depth).sample(box, x1 - x0, y1 - y0)
+        if weight > 0:
+            deeper = self._region(box, pixel, depth + 1).sample(box, x1 - x0, y1 - y0)
+            planes = tuple(
+                Image.blend(a, b, weight) for a, b in zip(planes, deeper, strict=True)
+            )
+        return Planes(*(np.asarray(plane) for plane in planes))
+
+    def deeper_weight(self, depth: int, pixel: float) -> float:
+        """How much of depth + 1 is mixed into a frame of ``depth`` at ``pixel`` canvas pixels per
+        frame pixel: 0 until the last ``blend`` of the level, rising to 1 where it takes over."""
+        if depth >= self.plan.depth or self.blend <= 0:
+            return 0.0
+        switch = self.plan.span(depth) / self.plan.size
+        # w = 1 - log(pixel / switch) / log(grid ** blend), clamped to [0, 1]
+        reach = self.blend * math.log(self.plan.grids[depth])
+        return min(1.0, max(0.0, 1 - math.log(pixel / switch) / reach))
+
+    def _region(self, box: Box, pixel: float, depth: int) -> _Region:
+        """The region of ``depth`` for this frame: the current one while it covers the box at a
+        sharp enough (but not needlessly large) scale, else a new one."""
+        side = ladder_side(self.plan.size, self.plan.span(depth), pixel)
+        region = self._regions.pop(depth, None)
+        if region is None or region.side != side or not region.covers(box):
+            region = None
+            region = self._build_region(box, depth, side)
+            self.regions_built += 1
+        self._regions[depth] = region
+        return region
 
     def _build_region(self, box: Box, depth: int, side: int) -> _Region:
         # 1. the nodes of this depth under the box and a margin around it
@@ -587,17 +632,18 @@ class FrameRenderer:
         row0 = max(0, math.floor((box.top - my) / span))
         row1 = min(cells, max(row0 + 1, math.ceil((box.bottom + my) / span)))
         rows, cols = row1 - row0, col1 - col0
-        # 2. paste each, scaled to side x side (even canvas for 4:2:0)
-        width, height = cols * side + (cols * side) % 2, rows * side + (rows * side) % 2
-        mosaic = Image.new("RGB", (width, height))
+        # 2. paste each, scaled to side x side
+        mosaic = Image.new("RGB", (cols * side, rows * side))
         cells = [(row, col) for row in range(row0, row1) for col in range(col0, col1)]
         addresses = [_address_at(self.plan, depth, row, col) for row, col in cells]
         stored = [address for address in addresses if self.store.has(address)]
-        images = dict(zip(stored, self._nodes.get_many(stored, side), strict=True))
+        mip = mip_for(self.plan.size, side)
+        images = dict(zip(stored, self._nodes.get_many(stored, mip), strict=True))
         for (row, col), address in zip(cells, addresses, strict=True):
             image = images.get(address)
             tile = self._cut(address, side) if image is None else _fit(image, side)
             mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
+        mosaic = _even(mosaic)
         # 3. to YUV once; frames resample the planes
         planes = rgb_to_planes(mosaic)
         del mosaic
@@ -612,13 +658,28 @@ class FrameRenderer:
         ax, ay = self.plan.origin(ancestor)
         nx, ny = self.plan.origin(address)
         share = self.plan.span(len(address)) / self.plan.span(len(ancestor))
-        image = self._nodes.get(ancestor, math.ceil(side / share))
+        mip = mip_for(self.plan.size, math.ceil(side / share))
+        image = self._nodes.get_many([ancestor], mip)[0]
         scale = image.width / self.plan.span(len(ancestor))
         reach = self.plan.span(len(address)) * scale
         left, top = (nx - ax) * scale, (ny - ay) * scale
         return image.resize(
             (side, side), Image.Resampling.BILINEAR, box=(left, top, left + reach, top + reach)
         )
+
+
+def _even(image: Image.Image) -> Image.Image:
+    """The image with its last column / row repeated where a side is odd (4:2:0 needs even)."""
+    width, height = image.width + image.width % 2, image.height + image.height % 2
+    if (width, height) == image.size:
+        return image
+    even = Image.new(image.mode, (width, height))
+    even.paste(image, (0, 0))
+    if width > image.width:
+        even.paste(image.crop((image.width - 1, 0, image.width, image.height)), (image.width, 0))
+    if height > image.height:
+        even.paste(even.crop((0, image.height - 1, width, image.height)), (0, image.height))
+    return even
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
@@ -651,7 +712,13 @@ class VideoWriter:
             str(self._tmp), mode="w", format=CONTAINERS[self.path.suffix.lower()]
         )
         rate = Fraction(fps).limit_denominator(1001)
-        self._stream = self._container.add_stream(spec.encoder, rate=rate)
+        try:
+            self._stream = self._container.add_stream(spec.encoder, rate=rate)
+        except (ValueError, av.FFmpegError) as exc:
+            self.abort()
+            raise InputError(
+                f"--codec {codec}: this PyAV has no {spec.encoder} encoder ({exc})"
+            ) from None
         self._stream.width, self._stream.height = width, height
         if codec == "gif":
             self._stream.pix_fmt = "pal8"
@@ -721,33 +788,82 @@ def _blend(base: Planes, top: Planes, rect: tuple[int, int, int, int], weight: f
         )
 
 
+def smoothstep(x: float) -> float:
+    """0 below 0, 1 above 1, ``3x^2 - 2x^3`` between: a ramp that starts and ends gently."""
+    x = min(1.0, max(0.0, x))
+    return x * x * (3 - 2 * x)
+
+
+def progress_at(t: int, frames: int, settings: VideoSettings) -> float:
+    """Zoom progress of frame ``t``. Looping, frames sit at ``(t + 1) / frames`` so the last one
+    completes the descent (and, through the cross-fade, shows the whole canvas again) and the
+    first is one ordinary step in; otherwise the first frame is the canvas, the last the target."""
+    if settings.loop:
+        return ease((t + 1) / frames, settings.ease)
+    return ease(t / (frames - 1), settings.ease)
+
+
 def zoom_frames(
     store: Store, plan: Plan, path: ZoomPath, settings: VideoSettings, frames: int, fade: int,
-) -> Iterable[Planes]:
+) -> Iterator[Planes]:
     """The frames of the video, made one at a time.
 
-    Looping, frame ``t`` sits at progress ``u = ease(t / frames)`` so that frame ``frames`` would
-    be frame 0 again; over the last ``fade`` frames the view one descent up (the canvas in
-    miniature inside the target) is blended in, its weight rising to 1 on the last frame.
+    Looping, over the last ``fade`` frames the view one whole descent up (the canvas in
+    miniature, exactly where the target node sits) is cross-faded in, its weight rising
+    smoothly to 1 on the last frame, which is then the whole canvas: the frame after it, the
+    first, is one ordinary zoom step further in.
     """
     width, height = settings.width, settings.height
     camera = FrameRenderer(store, plan, width, height)
     miniature = FrameRenderer(store, plan, width, height)
     for t in range(frames):
-        if settings.loop:
-            u = ease(t / frames, settings.ease)
-        else:
-            u = ease(t / (frames - 1), settings.ease)
-        view = path.box(u)
-        planes = camera.render(view)
-        planes = Planes(*(np.array(p) for p in planes))
+        u = progress_at(t, frames, settings)
+        planes = camera.render(path.box(u))
         step = t - (frames - fade) + 1
         if settings.loop and step > 0:
             outer = path.box(u - 1)
             rect = canvas_rect(outer, plan.canvas_size, width, height)
             if rect is not None:
-                _blend(planes, miniature.render(outer, rect), rect, step / fade)
+                planes = Planes(*(np.array(plane) for plane in planes))
+                _blend(planes, miniature.render(outer, rect), rect, smoothstep(step / fade))
         yield planes
+
+
+def ahead(items: Iterator[Planes], count: int) -> Iterator[Planes]:
+    """Yield from ``items`` while a thread already makes the next ``count`` of them, so that
+    rendering a frame overlaps encoding the previous one (both release the GIL). Errors in the
+    thread are raised here; closing the generator stops the thread."""
+    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=count)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(("item", item))
+            slots.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="hypermosaic-render", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                slots.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 def render_video(
@@ -777,7 +893,8 @@ def render_video(
         out_file, settings.codec, settings.width, settings.height, settings.fps,
         crf=settings.crf, preset=settings.preset,
     ) as writer:
-        for index, planes in enumerate(zoom_frames(store, plan, path, settings, frames, fade)):
+        rendered = ahead(zoom_frames(store, plan, path, settings, frames, fade), AHEAD)
+        for index, planes in enumerate(rendered):
             writer.write(planes)
             if progress is not None:
                 progress(index + 1, frames)

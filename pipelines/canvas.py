@@ -44,6 +44,7 @@ from hypermosaic.pipelines.tiled_vae import decode_tiled, encode_tiled, vae_scal
 
 __all__ = [
     "StepCallback",
+    "TextRows",
     "Window",
     "blend",
     "brush_windows",
@@ -81,7 +82,7 @@ class Window:
         return bottom - top, right - left
 
 
-def check_inputs(pipe: Any, plan: CanvasPlan) -> None:
+def check_inputs(pipe: Any) -> None:
     """Reject a pipeline the canvas cannot drive; `InputError` naming the model."""
     if getattr(pipe, "text_encoder_2", None) is not None:
         raise InputError(
@@ -96,8 +97,6 @@ def check_inputs(pipe: Any, plan: CanvasPlan) -> None:
     f = vae_scale_factor(pipe.vae)
     if CELL % f:
         raise InputError(f"model: its VAE scale factor {f} does not divide {CELL}")
-    if plan.height % CELL or plan.width % CELL:
-        raise ValueError(f"plan: canvas {plan.width}x{plan.height} is not in {CELL}-pixel cells")
 
 
 def encode_texts(pipe: Any, texts: list[str], device: torch.device) -> torch.Tensor:
@@ -106,8 +105,8 @@ def encode_texts(pipe: Any, texts: list[str], device: torch.device) -> torch.Ten
         return torch.cat([pipe.encode_prompt(text, device, 1, False)[0] for text in texts])
 
 
-class _Rows:
-    """Assigns each distinct text one row of the embedding table, in order of first use."""
+class TextRows:
+    """Gives each distinct text one row of the embedding table, in order of first use."""
 
     def __init__(self) -> None:
         self.texts: dict[str, int] = {}
@@ -122,7 +121,7 @@ def _window(
     negative: str,
     guidance: float,
     weight: np.ndarray,
-    rows: _Rows,
+    rows: TextRows,
     keep: np.ndarray | None = None,
 ) -> Window:
     cfg = guidance > 1.0
@@ -143,7 +142,7 @@ def _cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
 
 
-def prompt_windows(plan: CanvasPlan, f: int, rows: _Rows) -> list[Window]:
+def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows) -> list[Window]:
     """One window per grid tile and text region: its box in latents, weighted by its profile."""
     windows = []
     for prompt in plan.prompts:
@@ -162,7 +161,7 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: _Rows) -> list[Window]:
     return windows
 
 
-def brush_windows(plan: CanvasPlan, f: int, size: int, stride: int, rows: _Rows) -> list[Window]:
+def brush_windows(plan: CanvasPlan, f: int, size: int, stride: int, rows: TextRows) -> list[Window]:
     """For each brush, the sliding windows (latent ``size``, ``stride``) where it has weight.
 
     A brush's weight is its mask blurred and scaled by its strength; inside a window the
@@ -315,7 +314,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     ``callback(step, steps)`` runs after each denoising step. Raises `InputError` for a model
     the canvas cannot use.
     """
-    check_inputs(pipe, plan)
+    check_inputs(pipe)
     unet, device = pipe.unet, pipe.unet.device
     f = vae_scale_factor(pipe.vae)
     vae = _vae(pipe, plan.cpu_vae)
@@ -327,7 +326,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     timesteps = scheduler.timesteps
 
     # 2. Windows, and the embeddings of every distinct text, computed once.
-    rows = _Rows()
+    rows = TextRows()
     native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
     size = native // f
     stride = size // 2 if plan.window_stride is None else plan.window_stride // f

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,9 +226,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif suffix in (".pth", ".pt", ".ckpt"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - the unpickler raises many kinds
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except pickle.UnpicklingError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling"
             raise InputError(f"{path}: refused, not plain weights ({reason})") from exc
+        except (RuntimeError, OSError, EOFError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable .pth file ({exc})") from exc
     else:
         raise InputError(f"{path}: unknown model file type (use .pth or .safetensors)")
     if isinstance(state, dict):
@@ -275,7 +278,8 @@ def build_model(state: dict[str, torch.Tensor], source: str = "weights") -> nn.M
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"{source}: {str(exc).splitlines()[0]}") from exc
+        details = " ".join(str(exc).split()[6:])  # after "Error(s) in loading state_dict for X:"
+        raise InputError(f"{source}: weights do not fit the architecture: {details[:300]}") from exc
     return model.eval()
 
 

@@ -62,7 +62,7 @@ PROFILES = {
 
 
 def profile(kind: str, n: int) -> np.ndarray:
-    """The 1-D profile ``kind`` (a key of `PROFILES`) over ``n`` positions; ValueError if unknown."""
+    """The 1-D profile ``kind`` (a key of `PROFILES`) over ``n`` positions; ValueError if not."""
     if kind not in PROFILES:
         raise ValueError(f"mask_type: unknown {kind!r} (use {', '.join(PROFILES)})")
     if n < 1:
@@ -71,7 +71,7 @@ def profile(kind: str, n: int) -> np.ndarray:
 
 
 def region_weights(kind: str, height: int, width: int, weight: float = 1.0) -> np.ndarray:
-    """The ``(height, width)`` float32 weight map of a box region (outer product) times ``weight``."""
+    """A box region's ``(height, width)`` float32 weights: profiles' outer product x ``weight``."""
     return (np.outer(profile(kind, height), profile(kind, width)) * weight).astype(np.float32)
 
 

@@ -102,20 +102,10 @@ def upscale_tile(upscaler: Upscaler, pixels: np.ndarray, overlap: int) -> np.nda
                 y = upscaler(x[None].float().div_(255.0))
                 return y[0].permute(1, 2, 0).numpy()
             inner = min(overlap, upscaler.tile // 2)
-            return np.concatenate(
-                list(
-                    upscale_bands(
-                        _array_reader(pixels),
-                        height,
-                        width,
-                        upscaler,
-                        upscaler.tile,
-                        inner,
-                        as_float=True,
-                    )
-                ),
-                axis=0,
+            bands = upscale_bands(
+                _array_reader(pixels), height, width, upscaler, upscaler.tile, inner, as_float=True
             )
+            return np.concatenate(list(bands), axis=0)
         except RuntimeError as exc:  # torch.OutOfMemoryError is one
             if not _is_oom(exc) or upscaler.tile // 2 < _MIN_TILE:
                 raise
@@ -164,6 +154,7 @@ def upscale_bands(
         carry = band[done:].copy()
         final = band[:done]
         yield final if as_float else _to_uint8(final)
+        del band, final  # release this band before the next one is allocated
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

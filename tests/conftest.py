@@ -42,3 +42,15 @@ def hypermosaic_cache(_esrgan_cache_root: Path) -> Iterator[Path]:
         del os.environ["HYPERMOSAIC_CACHE"]
     else:
         os.environ["HYPERMOSAIC_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread while a module runs: on a shared, loaded machine OpenMP
+    spin-waiting makes two threads several times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

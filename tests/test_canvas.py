@@ -26,12 +26,13 @@ from hypermosaic.pipelines.tiled_vae import decode_tiled, encode_tiled
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NATIVE = 64  # the tiny model's native size: sample_size 32 latents, VAE factor 2
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def pipe():
     from hypermosaic.pipelines.tiny import tiny_pipeline
 
-    torch.set_num_threads(2)
     return tiny_pipeline()
 
 

@@ -75,7 +75,8 @@ def test_mask_of_another_size_and_missing_things_exit_2(tmp_path):
     assert result.exit_code == 2 and "no such config file" in result.output
 
 
-def test_canvases_render_side_by_side_on_the_pool(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("hypermosaic_cache", "one_torch_thread")
+def test_canvases_render_side_by_side_on_the_pool(tmp_path):
     """Two seeds on two workers, PNG + DeepZoom + ESRGAN finish; pixels equal an in-process
     render of the same plans (the same config gives the same pixels on any worker)."""
     import torch
@@ -88,7 +89,6 @@ def test_canvases_render_side_by_side_on_the_pool(tmp_path, monkeypatch):
     from hypermosaic.pipelines.tiled_upscale import upscale_array
     from hypermosaic.pipelines.tiny import save_tiny_pipeline
 
-    monkeypatch.setenv("HYPERMOSAIC_CACHE", str(tmp_path / "cache"))
     model = save_tiny_pipeline(tmp_path / "tiny")
     config = write(tmp_path / "duo.toml",
                    'deepzoom = true\nupscale = 4\nupscale_model = "fast"\n' + GOOD)
@@ -100,7 +100,6 @@ def test_canvases_render_side_by_side_on_the_pool(tmp_path, monkeypatch):
         "duo-4-x4.png", "duo-4.dzi", "duo-4.png", "duo-4_files",
         "duo-5-x4.png", "duo-5.dzi", "duo-5.png", "duo-5_files",
     ]
-    torch.set_num_threads(2)
     pipe = load_pipeline(str(model), device="cpu", dtype=torch.float32)
     settings = load_canvas_config(config, {"model": str(model)})
     for seed in (4, 5):

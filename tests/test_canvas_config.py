@@ -120,11 +120,11 @@ def test_json_example_and_toml_twin_give_the_same_plan():
     assert from_json.scheduler == "lms" and from_json.cpu_vae and from_json.steps == 50
 
 
-def test_every_example_plans(tmp_path):
-    for path in sorted(EXAMPLES.glob("*.*")):
-        if path.suffix in (".json", ".toml") and path.stem != "demo":
-            plan = plan_canvas(load_canvas_config(path))
-            assert coverage(plan).all(), path
+@pytest.mark.parametrize("name", ["forest.json", "forest.toml", "landscape.toml",
+                                  "image_region.toml", "brushes.toml"])
+def test_canvas_examples_plan(name):
+    plan = plan_canvas(load_canvas_config(EXAMPLES / name))
+    assert coverage(plan).all()
 
 
 def test_prompt_ensembles_parse():
@@ -238,3 +238,14 @@ def test_json_errors_use_the_json_keys(tmp_path):
     path.write_text(json.dumps({"prompt": [["a"]], "guidance": 3}))
     with pytest.raises(InputError, match="bad.json: guidance: unknown key"):
         load_canvas_config(path)
+
+
+def test_image_and_brush_examples_load_their_files():
+    image = plan_canvas(load_canvas_config(EXAMPLES / "image_region.toml")).images[0]
+    assert image.box == (448, 800, 0, 352) and image.pixels.shape == (352, 352, 3)
+    assert image.strength == 0.2
+    brushes = plan_canvas(load_canvas_config(EXAMPLES / "brushes.toml")).brushes
+    assert [b.name for b in brushes] == ["regions.0", "regions.1", "background"]
+    assert brushes[1].prompt == (("photo of a giraffe that looks like a frog", 1.0),
+                                 ("photo of a frog that looks like a giraffe", 1.0))
+    assert 0 < brushes[0].cells.mean() < 0.1 and brushes[1].blur == 16

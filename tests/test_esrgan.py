@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,6 @@ from hypermosaic.pipelines import esrgan, ncnn_weights
 from hypermosaic.pipelines.esrgan import RRDBNet, SRVGGNetCompact
 
 pytestmark = pytest.mark.usefixtures("hypermosaic_cache", "one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared, loaded machine OpenMP spinning makes two far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _photo_crop(size: int = 32) -> np.ndarray:

@@ -1,0 +1,175 @@
+"""Zoom video: render + encode against encoding the same frames already rendered.
+
+Builds (or reuses, with ``--build``) a depth-3 recolor hypermosaic, then in two child processes
+(so each peak RSS is its own):
+
+* route: `render_video` at 1920x1080, H.264, frames rendered from the node images and encoded
+  one at a time (rendering on a second thread, ahead of the encoder);
+* baseline: the same frames rendered beforehand into a raw YUV file (not timed), then only
+  encoded, with the same encoder settings.
+
+Prints frames per second of each, the ratio (what rendering costs on top of encoding), the CPU
+seconds per frame (which, unlike wall time, does not depend on what else the machine runs), and
+peak RSS. Target: at least 24 frames per second of render + encode.
+
+    python benchmarks/bench_video.py                    # builds into a temporary folder (~2 min)
+    python benchmarks/bench_video.py --build /tmp/b3    # reuse (or create) a build there
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hypermosaic.build import run_build
+from hypermosaic.config import build_config_from_dict
+from hypermosaic.video import (
+    CODECS,
+    Planes,
+    VideoSettings,
+    VideoWriter,
+    choose_path,
+    frame_count,
+    open_build,
+    render_video,
+    zoom_frames,
+    zoom_path,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ensure_build(folder: Path, size: int, grid: int) -> None:
+    """A depth-3 recolor build in ``folder`` (resumed / reused when already there)."""
+    config = build_config_from_dict(
+        {"seed": 7, "size": size, "grid": grid, "depth": 3, "engine": "recolor",
+         "primary": {"image": "images/chelsea.png"}, "tiles": {"strength": 0.6},
+         "out": str(folder)},
+        base=EXAMPLES, source="bench_video",
+    )
+    started = time.perf_counter()
+    result = run_build(config, publish=False)
+    print(f"build: {result.total} nodes of {size} px, grid {grid}, depth 3 "
+          f"({result.reused} reused) in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def settings_from(args: argparse.Namespace) -> VideoSettings:
+    return VideoSettings(width=args.width, height=args.height, fps=args.fps,
+                         seconds_per_level=args.seconds_per_level, preset=args.preset)
+
+
+def measure_route(args: argparse.Namespace) -> dict[str, float]:
+    """Render + encode through `render_video`."""
+    settings = settings_from(args)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    result = render_video(args.build, args.out / "route.mp4", settings)
+    wall = time.perf_counter() - started
+    return {"frames": result.frames, "wall": wall, "cpu": cpu_seconds() - cpu,
+            "rss": peak_rss_mb()}
+
+
+def measure_baseline(args: argparse.Namespace) -> dict[str, float]:
+    """Render the same frames to a raw file first (untimed), then time encoding them."""
+    settings = settings_from(args)
+    store, plan = open_build(args.build)
+    target = choose_path(store, plan, None)
+    path = zoom_path(plan, target, settings.width, settings.height)
+    frames = frame_count(settings, len(target))
+    fade = min(frames // 2, round(settings.fade * settings.fps))
+    raw = args.out / "frames.yuv"
+    with raw.open("wb") as handle:
+        for planes in zoom_frames(store, plan, path, settings, frames, fade):
+            for plane in planes:
+                handle.write(plane.tobytes())
+    w, h = settings.width, settings.height
+    frame_bytes = w * h * 3 // 2
+    cpu, started = cpu_seconds(), time.perf_counter()
+    with raw.open("rb") as handle, VideoWriter(
+        args.out / "baseline.mp4", "h264", w, h, settings.fps, preset=settings.preset
+    ) as writer:
+        for _ in range(frames):
+            flat = np.frombuffer(handle.read(frame_bytes), dtype=np.uint8)
+            writer.write(Planes(flat[: w * h].reshape(h, w),
+                                flat[w * h: w * h * 5 // 4].reshape(h // 2, w // 2),
+                                flat[w * h * 5 // 4:].reshape(h // 2, w // 2)))
+        writer.close()
+    wall = time.perf_counter() - started
+    return {"frames": frames, "wall": wall, "cpu": cpu_seconds() - cpu, "rss": peak_rss_mb()}
+
+
+def child(args: argparse.Namespace, which: str) -> dict[str, float]:
+    """Run one measurement in a fresh process and read its JSON line."""
+    command = [sys.executable, __file__, "--measure", which, "--build", str(args.build),
+               "--out", str(args.out), "--width", str(args.width), "--height", str(args.height),
+               "--fps", str(args.fps), "--seconds-per-level", str(args.seconds_per_level)]
+    if args.preset:
+        command += ["--preset", args.preset]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", type=Path, help="build folder (made if missing)")
+    parser.add_argument("--node-size", type=int, default=256)
+    parser.add_argument("--grid", type=int, default=4)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--seconds-per-level", type=float, default=4.0)
+    parser.add_argument("--preset", help="x264 preset (default: the library's)")
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["route", "baseline"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.measure is not None:
+        measure = measure_route if args.measure == "route" else measure_baseline
+        print(json.dumps(measure(args)))
+        return
+
+    with tempfile.TemporaryDirectory() as folder:
+        args.out = Path(folder)
+        if args.build is None:
+            args.build = Path(folder) / "build"
+        ensure_build(args.build, args.node_size, args.grid)
+        print(f"machine: {os.cpu_count()} cores, load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+        route = child(args, "route")
+        baseline = child(args, "baseline")
+
+    frames = route["frames"]
+    fps_route, fps_base = frames / route["wall"], frames / baseline["wall"]
+    preset = args.preset or CODECS["h264"].default_preset
+    print(f"{frames} frames, {args.width}x{args.height}, H.264 ({preset}), "
+          f"{args.seconds_per_level:g} s per level at {args.fps:g} fps")
+    print(f"render + encode : {fps_route:6.1f} frames/s  {route['cpu'] / frames * 1000:6.1f} "
+          f"CPU-ms/frame  peak RSS {route['rss']:.0f} MB")
+    print(f"encode only     : {fps_base:6.1f} frames/s  {baseline['cpu'] / frames * 1000:6.1f} "
+          f"CPU-ms/frame  peak RSS {baseline['rss']:.0f} MB")
+    print(f"ratio (encode-only fps / render+encode fps): {fps_base / fps_route:.2f}x")
+    print(f"render+encode at {fps_route:.1f} frames/s: target 24 "
+          f"{'met' if fps_route >= 24 else 'NOT met'} under this load; with both cores to "
+          f"itself (CPU time / 2) it would be at most {2 * frames / route['cpu']:.1f} frames/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The zoom video: decoded with PyAV, measured in pixels, against the build it came from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hypermosaic.build import run_build
+from hypermosaic.cli import cli
+from hypermosaic.config import build_config_from_dict
+from hypermosaic.errors import InputError
+from hypermosaic.tree import parse_address
+from hypermosaic.video import (
+    Box,
+    FrameRenderer,
+    VideoSettings,
+    ahead,
+    choose_path,
+    ease,
+    frame_count,
+    level_for,
+    open_build,
+    planes_to_rgb,
+    progress_at,
+    render_video,
+    rgb_to_planes,
+    zoom_frames,
+    zoom_path,
+)
+
+W, H = 128, 72
+PATH = "1_0/0_1/0_1"  # a path whose zoom fixed point lies well inside the frame
+
+
+def build(examples_dir: Path, out: Path, client, **raw) -> Path:
+    raw = {"seed": 5, "size": 64, "grid": 2, "depth": 3, "engine": "recolor",
+           "primary": {"image": "images/chelsea.png"}, "tiles": {"strength": 0.6},
+           "out": str(out), **raw}
+    config = build_config_from_dict(raw, base=examples_dir, source="test.toml")
+    run_build(config, client=client, publish=raw.get("publish", {}).get("deepzoom", True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mosaic(examples_dir, tmp_path_factory, dask_client) -> Path:
+    """A full depth-3 recolor build (64 px nodes, grid 2) with its preview."""
+    return build(examples_dir, tmp_path_factory.mktemp("video") / "build", dask_client)
+
+
+@pytest.fixture(scope="module")
+def focused(examples_dir, tmp_path_factory, dask_client) -> Path:
+    """A depth-3 build expanded only along one path, without neighbours."""
+    return build(examples_dir, tmp_path_factory.mktemp("focus") / "build", dask_client,
+                 focus={"path": [[0, 1], [1, 1], [1, 0]], "neighbours": 0},
+                 publish={"deepzoom": False})
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], av.video.stream.VideoStream]:
+    container = av.open(str(path))
+    stream = container.streams.video[0]
+    frames = [frame.to_ndarray(format="rgb24").astype(np.int16)
+              for frame in container.decode(video=0)]
+    container.close()
+    return frames, stream
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def settings(**changes) -> VideoSettings:
+    if "seconds" in changes:
+        changes.setdefault("seconds_per_level", None)
+    return replace(VideoSettings(width=W, height=H, fps=12, seconds_per_level=1, crf=12),
+                   **changes)
+
+
+def test_video_decodes_with_expected_frames_size_and_rate(mosaic, tmp_path):
+    out = tmp_path / "zoom.mp4"
+    result = render_video(mosaic, out, settings())
+    frames, stream = decode(out)
+    assert result.frames == 36  # 1 s per level x 3 levels x 12 fps
+    assert len(frames) == 36
+    assert frames[0].shape == (H, W, 3)
+    assert stream.average_rate == 12
+    assert stream.codec_context.name == "h264"
+    assert result.target == parse_address("1_1/1_1/1_1")  # the central path, no focus
+
+
+@pytest.mark.parametrize("codec,suffix", [("vp9", ".webm"), ("av1", ".mkv")])
+def test_other_codecs_decode(mosaic, tmp_path, codec, suffix):
+    out = tmp_path / f"zoom{suffix}"
+    render_video(mosaic, out, settings(codec=codec, seconds=1, crf=None))
+    frames, stream = decode(out)
+    assert len(frames) == 12 and frames[0].shape == (H, W, 3)
+    assert stream.codec_context.name in {"vp9", "libvpx-vp9", "libdav1d", "av1"}
+
+
+def test_gif_preview(mosaic, tmp_path):
+    out = tmp_path / "zoom.gif"
+    result = render_video(mosaic, out, settings(seconds=1, crf=None))
+    frames, _ = decode(out)
+    assert result.codec == "gif" and len(frames) == 12
+    reference, _ = decode(render_video(mosaic, tmp_path / "same.mp4", settings(seconds=1)).path)
+    assert mad(frames[5], reference[5]) < 8  # a 256-colour palette of the same frame
+
+
+def zoom_about(image: Image.Image, point: tuple[float, float], sigma: float) -> np.ndarray:
+    """``image`` magnified ``sigma`` times about ``point`` (frame pixels)."""
+    px, py = point
+    left, top = px * (1 - 1 / sigma), py * (1 - 1 / sigma)
+    box = (left, top, left + W / sigma, top + H / sigma)
+    return np.asarray(image.resize((W, H), Image.Resampling.BILINEAR, box=box), np.float32)
+
+
+def test_zoom_is_exponential_measured_in_pixels(mosaic, tmp_path):
+    """Frame i+4 is frame i magnified about the fixed point by the same factor all the way
+    down; the factor is estimated from the pixels by search, not read from the camera."""
+    out = tmp_path / "zoom.mp4"
+    result = render_video(mosaic, out, settings(loop=False, path=PATH))
+    frames = [Image.fromarray(f.astype(np.uint8)).convert("L") for f in decode(out)[0]]
+    store, plan = open_build(mosaic)
+    camera = zoom_path(plan, result.target, W, H)
+    start = camera.start
+    point = ((camera.fixed[0] - start.left) / (start.right - start.left) * W,
+             (camera.fixed[1] - start.top) / (start.bottom - start.top) * H)
+    assert 8 < point[0] < W - 8 and 8 < point[1] < H - 8
+    gap = 4
+    expected = (1 / camera.ratio) ** (gap / (result.frames - 1))
+    sigmas = np.exp(np.linspace(0, np.log(2.0), 300))
+    found = []
+    for i in range(0, result.frames - gap, 4):
+        later = np.asarray(frames[i + gap], np.float32)[4:-4, 4:-4]
+        errors = [np.abs(zoom_about(frames[i], point, s)[4:-4, 4:-4] - later).mean()
+                  for s in sigmas]
+        found.append(sigmas[int(np.argmin(errors))])
+    assert len(found) == 8
+    np.testing.assert_allclose(found, expected, rtol=0.02)
+
+
+def seam_and_typical(frames: list[np.ndarray], k: int = 3) -> tuple[float, float]:
+    """The MAD across the loop boundary (last frame to first) and the typical MAD between
+    consecutive frames there: the median of the k steps before and the k steps after it."""
+    steps = [mad(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+    return mad(frames[-1], frames[0]), float(np.median(steps[:k] + steps[-k:]))
+
+
+def test_loop_boundary_is_an_ordinary_step(mosaic, tmp_path):
+    """Looping, the jump from the last frame to the first is no bigger than the steps around it
+    (10% for the encoder: the first frame is a key frame, the last one is not); without the
+    loop the same measure sees the cut from the deepest node back to the whole canvas."""
+    looped, _ = decode(render_video(mosaic, tmp_path / "loop.mp4", settings()).path)
+    seam, typical = seam_and_typical(looped)
+    assert seam <= 1.1 * typical
+    cut, _ = decode(render_video(mosaic, tmp_path / "cut.mp4", settings(loop=False)).path)
+    seam_cut, typical_cut = seam_and_typical(cut)
+    assert seam_cut > 1.25 * typical_cut
+    assert seam_cut > 1.25 * seam
+
+
+def test_loop_closes_exactly_on_the_whole_canvas(mosaic):
+    """Before encoding: the last frame is exactly a fresh render of the canvas view, and the
+    first one exactly a fresh render of the view one ordinary zoom step further in."""
+    store, plan = open_build(mosaic)
+    s = settings()
+    target = choose_path(store, plan, None)
+    camera = zoom_path(plan, target, W, H)
+    count = frame_count(s, len(target))
+    frames = list(zoom_frames(store, plan, camera, s, count, fade=12))
+    whole = FrameRenderer(store, plan, W, H).render(camera.box(0))
+    first = FrameRenderer(store, plan, W, H).render(camera.box(progress_at(0, count, s)))
+    for a, b in zip(frames[-1], whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(frames[0], first, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert progress_at(count - 1, count, s) == 1.0
+
+
+def preview_view(mosaic: Path, box, canvas: int, width: int, height: int) -> np.ndarray:
+    """The part of the build's preview.png under a canvas ``box``, at frame size."""
+    preview = Image.open(mosaic / "preview.png").convert("RGB")
+    scale = preview.width / canvas
+    crop = tuple(edge * scale for edge in box)
+    return np.asarray(preview.resize((width, height), Image.Resampling.BILINEAR, box=crop))
+
+
+def test_first_frame_matches_the_canvas_preview(mosaic, tmp_path):
+    """At 512 px the frames show the canvas at its full (leaf) resolution, like preview.png."""
+    store, plan = open_build(mosaic)
+    assert Image.open(mosaic / "preview.png").width == plan.canvas_size == 512
+    w, h = 512, 288
+    camera = zoom_path(plan, choose_path(store, plan, None), w, h)
+    big = settings(width=w, height=h, seconds=1)
+    whole = preview_view(mosaic, camera.box(0), plan.canvas_size, w, h)
+    straight, _ = decode(render_video(mosaic, tmp_path / "a.mp4", replace(big, loop=False)).path)
+    assert mad(straight[0], whole) < 2.5
+    looped, _ = decode(render_video(mosaic, tmp_path / "b.mp4", big).path)
+    first_view = camera.box(progress_at(0, len(looped), big))
+    assert mad(looped[0], preview_view(mosaic, first_view, plan.canvas_size, w, h)) < 2.5
+    assert mad(looped[-1], whole) < 2.5
+    assert mad(straight[-1], whole) > 15  # and the far end really is somewhere else
+
+
+def test_deep_frames_come_from_the_sharpest_node(mosaic):
+    """A view of exactly one deepest node at the node's resolution shows that node's pixels,
+    not its parent's tile enlarged (which exists too, and is blurrier)."""
+    store, plan = open_build(mosaic)
+    address = parse_address("1_1/0_1/1_0")
+    x, y = plan.origin(address)
+    side = plan.span(3)
+    assert level_for(plan, side / plan.size) == 3
+    width, height = plan.size, plan.size // 2
+    view_box = (x, y + side / 4, x + side, y + 3 * side / 4)
+    frame = planes_to_rgb(FrameRenderer(store, plan, width, height).render(Box(*view_box)))
+    node = np.asarray(Image.open(store.node_path(address)).convert("RGB"))[16:48]
+    round_trip = planes_to_rgb(rgb_to_planes(Image.fromarray(node)))
+    parent = Image.open(store.node_path(address[:-1])).convert("RGB")
+    top, _, left, _ = plan.tile_box(address)
+    enlarged = np.asarray(parent.resize((64, 32), Image.Resampling.BILINEAR,
+                                        box=(left, top + 8, left + 32, top + 24)))
+    assert mad(frame, round_trip) < 1.5
+    assert mad(enlarged, node) > 4 * mad(frame, node)
+
+
+def test_rendering_does_not_depend_on_history(mosaic):
+    """A renderer that zoomed all the way in gives the same pixels as a fresh one."""
+    store, plan = open_build(mosaic)
+    camera = zoom_path(plan, choose_path(store, plan, PATH), W, H)
+    travelled = FrameRenderer(store, plan, W, H)
+    for u in np.linspace(0, 0.8, 30):
+        travelled.render(camera.box(u))
+    for u in (0.8, 0.81):
+        fresh = FrameRenderer(store, plan, W, H).render(camera.box(u))
+        for a, b in zip(travelled.render(camera.box(u)), fresh, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert travelled.regions_built >= 4
+
+
+def test_focus_path_is_the_default_target_and_gaps_come_from_ancestors(focused, tmp_path):
+    result = render_video(focused, tmp_path / "f.mp4", settings(seconds=1))
+    assert result.target == ((0, 1), (1, 1), (1, 0))
+    store, plan = open_build(focused)
+    missing = parse_address("0_0/0_0/0_0")
+    assert not store.has(missing) and not store.has(missing[:1])
+    # a view of that unexpanded corner is the root's corner, enlarged: the sharpest there is
+    x, y = plan.origin(missing)
+    side = plan.span(3)
+    frame = planes_to_rgb(FrameRenderer(store, plan, 64, 32).render(
+        Box(x, y, x + side, y + side / 2)))
+    root = Image.open(store.node_path(())).convert("RGB")
+    corner = np.asarray(root.resize((64, 32), Image.Resampling.BILINEAR, box=(0, 0, 8, 4)))
+    assert mad(frame, corner) < 3
+
+
+def test_ease_ramps_the_speed_at_both_ends():
+    steps = np.diff([ease(t / 40, 0.25) for t in range(41)])
+    assert ease(0, 0.25) == 0 and ease(1, 0.25) == pytest.approx(1)
+    assert steps[0] < 0.2 * steps[20] and steps[-1] < 0.2 * steps[20]
+    np.testing.assert_allclose(steps[12:28], steps[20])  # constant speed in the middle
+    np.testing.assert_allclose(np.diff([ease(t / 10, 0) for t in range(11)]), 0.1)
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(mosaic, focused, tmp_path):
+    out = tmp_path / "x.mp4"
+    cases = [
+        (tmp_path / "nothing", settings(), "no such build directory"),
+        (mosaic, settings(width=127), "--size 127x72: width and height must be even"),
+        (mosaic, settings(codec="gif"), "--out .*x.mp4: a gif video needs a file ending in .gif"),
+        (mosaic, settings(crf=99), "--crf 99: h264 takes 0 to 51"),
+        (mosaic, settings(path="2_0"), "--path 2_0: step 2_0 of 2_0 is outside the 2x2 grid"),
+        (mosaic, settings(path="1_1/1_1/1_1/1_1"), "deeper than depth 3"),
+        (mosaic, settings(seconds=2, seconds_per_level=1), "not both"),
+        (focused, settings(path="0_0/0_0"),
+         "too shallow for path 0_0/0_0: node 0_0 is missing (deepest stored: root)"),
+    ]
+    for build_dir, bad, message in cases:
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            render_video(build_dir, out, bad)
+    with pytest.raises(InputError, match="a h264 video needs a file ending in .mp4, .mkv, .mov"):
+        render_video(mosaic, tmp_path / "x.webm", settings())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_build_is_refused(mosaic, tmp_path):
+    copy = tmp_path / "copy"
+    (copy / "nodes").mkdir(parents=True)
+    manifest = json.loads((mosaic / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(InputError, match="incomplete"):
+        render_video(copy, tmp_path / "x.mp4", settings())
+
+
+def test_an_interrupted_render_leaves_no_file(mosaic, tmp_path):
+    out = tmp_path / "x.mp4"
+    out.write_bytes(b"the previous video")
+
+    def stop(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_video(mosaic, out, settings(), progress=stop)
+    assert out.read_bytes() == b"the previous video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+
+
+def test_frames_are_made_ahead_one_at_a_time_and_errors_surface():
+    made = []
+
+    def frames():
+        for i in range(100):
+            made.append(i)
+            if i == 7:
+                raise ValueError("frame 7 failed")
+            yield i
+
+    stream = ahead(frames(), 2)
+    assert next(stream) == 0
+    assert len(made) <= 4  # never a list of frames: at most the queue ahead
+    with pytest.raises(ValueError, match="frame 7 failed"):
+        list(stream)
+
+
+def test_cli_writes_the_video_and_reports_errors(mosaic, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli.webm"
+    result = runner.invoke(cli, ["video", str(mosaic), "--out", str(out), "--size", "96x54",
+                                 "--fps", "8", "--seconds", "1", "--path", PATH])
+    assert result.exit_code == 0, result.output
+    frames, stream = decode(out)
+    assert len(frames) == 8 and frames[0].shape == (54, 96, 3)
+    assert stream.codec_context.name in {"vp9", "libvpx-vp9"}
+    assert "zooming into 1_0/0_1/0_1" in result.output
+    bad = runner.invoke(cli, ["video", str(tmp_path / "none"), "--out", str(out)])
+    assert bad.exit_code == 2
+    assert "Error:" in bad.output and "no such build directory" in bad.output
+
+
+def test_camera_ends_on_the_target_with_drift_and_keeps_it_in_place_without(mosaic):
+    store, plan = open_build(mosaic)
+    target = parse_address("0_1/1_1/1_0")
+    x, y = plan.origin(target)
+    side = plan.span(3)
+    centre = (x + side / 2, y + side / 2)
+
+    def where(box: Box) -> tuple[float, float]:
+        return ((centre[0] - box.left) / (box.right - box.left),
+                (centre[1] - box.top) / (box.bottom - box.top))
+
+    drifting = zoom_path(plan, target, W, H)
+    end = drifting.box(1)
+    np.testing.assert_allclose(end, (x, y + side * (1 - H / W) / 2, x + side,
+                                     y + side * (1 + H / W) / 2), atol=1e-6)
+    np.testing.assert_allclose(drifting.box(0), (0, 512 * (1 - H / W) / 2, 512,
+                                                 512 * (1 + H / W) / 2), atol=1e-6)
+    straight = zoom_path(plan, target, W, H, drift=False)
+    spots = [where(straight.box(u)) for u in np.linspace(0, 1, 7)]
+    np.testing.assert_allclose(spots, [spots[0]] * 7, atol=1e-9)
+    assert where(end) == pytest.approx((0.5, 0.5))
+    assert where(drifting.box(0)) != pytest.approx((0.5, 0.5))
