@@ -14,6 +14,7 @@ Run: python benchmarks/bench_upscale.py [--quick] [--part tiles|memory]
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -68,7 +69,7 @@ def _torch_runner(
     model: torch.nn.Module, channels_last: bool, inference: bool, threads: int
 ) -> Callable[[np.ndarray], np.ndarray]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = copy.deepcopy(model).to(memory_format=fmt)  # its own copy: .to() works in place
 
     def run(chw: np.ndarray) -> np.ndarray:
         torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from rich.progress import (
 
 from hypermosaic.build import BuildResult, run_build
 from hypermosaic.config import load_build_config
+from hypermosaic.errors import BuildError
 from hypermosaic.tree import address_key
 
 __all__ = ["build_command"]
@@ -60,28 +61,42 @@ def build_command(config: Path, depth: int | None, out: Path | None, seed: int |
         TextColumn("[bold]nodes"), BarColumn(), MofNCompleteColumn(), _Rate(),
         TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("nodes", total=None)
+    # shown from the start of the tile work: bad input stops the build with one line only
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task("nodes", total=None)
 
-        def on_start(result: BuildResult, reused: int) -> None:
-            progress.update(task, total=result.total, reused=reused)
-            progress.console.print(f"dashboard: {result.dashboard}")
+    def on_start(result: BuildResult, reused: int) -> None:
+        progress.update(task, total=result.total, reused=reused)
+        progress.start()
+        progress.console.print(f"dashboard: {result.dashboard}")
 
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
 
-        try:
-            result = run_build(settings, force=force, workers=workers,
-                               scheduler_address=scheduler_address, on_start=on_start,
-                               on_progress=on_progress, publish=not no_publish)
-        except KeyboardInterrupt:
-            progress.stop()
-            console.print(f"interrupted: finished nodes are kept in {settings.out}; "
-                          "run the same command again to resume")
-            sys.exit(130)
+    try:
+        result = run_build(settings, force=force, workers=workers,
+                           scheduler_address=scheduler_address, on_start=on_start,
+                           on_progress=on_progress, publish=not no_publish)
+    except KeyboardInterrupt:
+        progress.stop()
+        console.print(f"interrupted: finished nodes are kept in {settings.out}; "
+                      "run the same command again to resume")
+        sys.exit(130)
+    finally:
+        progress.stop()
     _summary(console, result)
     if not result.ok:
-        sys.exit(1)
+        raise BuildError(_failure(result))
+
+
+def _failure(result: BuildResult) -> str:
+    """One line for a build that finished with failed or missing nodes (exit status 1)."""
+    if not result.failed:
+        return f"{result.missing:,} nodes missing in {result.out}; run again to retry"
+    shown = ", ".join(address_key(a) for a in list(result.failed)[:4])
+    more = f" and {len(result.failed) - 4:,} more" if len(result.failed) > 4 else ""
+    return (f"{len(result.failed):,} nodes failed ({shown}{more}); the rest is kept in "
+            f"{result.out}; run again to retry")
 
 
 def _summary(console: Console, result: BuildResult) -> None:

@@ -46,16 +46,17 @@ def canvas_command(configs: tuple[Path, ...], model: str | None, seeds: tuple[in
         TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
     )
     done = [0] * len(jobs)
+    totals = [job.plan.steps for job in jobs]  # until a worker reports its timestep count
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("steps", total=sum(job.plan.steps for job in jobs))
+        task = progress.add_task("steps", total=sum(totals))
 
         def on_step(index: int, step: int, steps: int) -> None:
-            done[index] = max(done[index], step)
-            progress.update(task, completed=sum(done))
+            done[index], totals[index] = max(done[index], step), steps
+            progress.update(task, completed=sum(done), total=sum(totals))
 
         results = run_canvases(jobs, workers=workers, scheduler_address=scheduler_address,
                                on_step=on_step)
-        progress.update(task, completed=sum(job.plan.steps for job in jobs))
+        progress.update(task, completed=sum(totals))
     for result in results:
         for name, path in result.outputs.items():
             console.print(f"{result.job.stem} {name}: {path}")

@@ -61,7 +61,8 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None): 
               help="Seconds of the loop cross-fade at the end.")
 @click.option("--no-loop", is_flag=True, help="End on the target node instead of looping.")
 @click.option("--no-drift", is_flag=True,
-              help="Zoom straight at the target instead of drifting it to the centre.")
+              help="Zoom straight at the target instead of drifting it to the centre "
+                   "(needs --no-loop: only the drifting zoom can loop).")
 def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | None,
                   fps: float | None, seconds: float | None, seconds_per_level: float | None,
                   codec: str | None, crf: int | None, preset: str | None, gif: bool,

@@ -40,7 +40,9 @@ def canvas_image(store: Store, plan: Plan, depth: int | None = None,
 
 
 def _open(store: Store, address: Address, access: str) -> pyvips.Image:
-    image = pyvips.Image.new_from_file(str(store.node_path(address)), access=access)
+    # revalidate: libvips caches loads by file name, and a rebuild replaces the node files
+    image = pyvips.Image.new_from_file(str(store.node_path(address)), access=access,
+                                       revalidate=True)
     return image.extract_band(0, n=3) if image.bands > 3 else image
 
 
@@ -84,8 +86,11 @@ def preview_depth(plan: Plan, preview: int) -> int:
 
 
 def publish_build(store: Store, plan: Plan, publish: PublishConfig,
-                  client: Client | None = None) -> dict[str, Path]:
-    """Write the preview, the DeepZoom pyramid with its viewer, and optionally a BigTIFF."""
+                  client: Client | None = None, quality: int = 92) -> dict[str, Path]:
+    """Write the preview, the DeepZoom pyramid with its viewer, and optionally a BigTIFF.
+
+    ``quality`` (the config's) applies to JPEG and WebP DeepZoom tiles and the BigTIFF.
+    """
     outputs: dict[str, Path] = {}
     preview_path = store.root / "preview.png"
     small = canvas_image(store, plan, preview_depth(plan, publish.preview))
@@ -93,7 +98,7 @@ def publish_build(store: Store, plan: Plan, publish: PublishConfig,
     atomic_write(preview_path, small.resize(scale, kernel="lanczos3").pngsave_buffer())
     outputs["preview"] = preview_path
     if publish.deepzoom:
-        outputs["deepzoom"] = write_deepzoom(store, plan, publish, client)
+        outputs["deepzoom"] = write_deepzoom(store, plan, publish, client, quality)
         from hypermosaic.viewer import write_viewer
 
         outputs["viewer"] = write_viewer(store.root, f"{DZI_NAME}.dzi")
@@ -101,7 +106,7 @@ def publish_build(store: Store, plan: Plan, publish: PublishConfig,
         tiff = store.root / f"{DZI_NAME}.tif"
         partial = tiff.with_name(f".{tiff.name}.tmp")
         canvas_image(store, plan).tiffsave(
-            str(partial), tile=True, pyramid=True, bigtiff=True, compression="jpeg", Q=90,
+            str(partial), tile=True, pyramid=True, bigtiff=True, compression="jpeg", Q=quality,
             tile_width=256, tile_height=256,
         )
         os.replace(partial, tiff)
@@ -110,12 +115,12 @@ def publish_build(store: Store, plan: Plan, publish: PublishConfig,
 
 
 def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
-                   client: Client | None = None) -> Path:
+                   client: Client | None = None, quality: int = 92) -> Path:
     """Write ``mosaic.dzi`` and ``mosaic_files/``, replacing a previous pyramid only at the end.
 
     With tiles the size of a node (the default) the pyramid is written from the node files
     (`hypermosaic.deepzoom`); any other tile size goes through pyvips' ``dzsave`` of the lazy
-    canvas.
+    canvas. ``quality`` is that of JPEG and WebP tiles.
     """
     tile_size = publish.tile_size or plan.size
     tile_format = publish.tile_format or store.node_format
@@ -125,13 +130,14 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
     staging.mkdir()
     if tile_size == plan.size:
         pyramid = Pyramid(store.root, store.node_format, plan, staging / f"{DZI_NAME}_files",
-                          tile_format)
+                          tile_format, quality, _build_id(store))
         write_pyramid(pyramid, client)
         (staging / f"{DZI_NAME}.dzi").write_text(
             dzi_xml(plan.canvas_size, plan.canvas_size, tile_size, tile_format)
         )
     else:
-        suffix = {"jpeg": ".jpg[Q=90]", "png": ".png", "webp": ".webp[Q=90]"}[tile_format]
+        suffix = {"jpeg": f".jpg[Q={quality}]", "png": ".png",
+                  "webp": f".webp[Q={quality}]"}[tile_format]
         canvas_image(store, plan).dzsave(str(staging / DZI_NAME), tile_size=tile_size,
                                          overlap=0, suffix=suffix, layout="dz")
     files = store.root / f"{DZI_NAME}_files"
@@ -141,3 +147,16 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
     os.replace(staging / f"{DZI_NAME}.dzi", store.root / f"{DZI_NAME}.dzi")
     staging.rmdir()
     return store.root / f"{DZI_NAME}.dzi"
+
+
+def _build_id(store: Store) -> str:
+    """Changes with every build run: the manifest is rewritten at its start and end.
+
+    Keys the workers' canvas cache (`hypermosaic.deepzoom`), so that a rebuild into the same
+    folder never renders from the nodes of the one before.
+    """
+    try:
+        stat = store.manifest_path.stat()
+    except FileNotFoundError:
+        return ""
+    return f"{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_size}"

@@ -4,6 +4,12 @@ Children are submitted as soon as their parent's image exists (no barrier betwee
 recent parents first so the frontier stays small, with a bound on batches in flight. Workers
 return encoded images; this process alone writes them, atomically, so a killed build loses at
 most the tiles in flight and a re-run recomputes nothing that is finished.
+
+A batch is a fixed chunk of siblings: a parent's planned children in raster order, cut into
+runs of ``batch_size`` (`sibling_batches`). Batch-mates may change a diffusion tile's pixels at
+the level of float rounding, so batches are a pure function of the plan, never of what is
+already stored or of what failed: a resume or a retry re-runs a node's whole batch and writes
+only the nodes still missing, so the bytes equal those of an uninterrupted build.
 """
 
 from __future__ import annotations
@@ -31,12 +37,22 @@ from hypermosaic.tasks import (
     make_primary,
     make_tiles,
     make_tiles_task,
+    torch_threads,
 )
 from hypermosaic.tree import ROOT, Address, Plan, address_key, node_seed
 
-__all__ = ["BuildResult", "ProgressHook", "regenerate_node", "run_build", "tile_jobs"]
+__all__ = [
+    "BuildResult",
+    "ProgressHook",
+    "batch_size",
+    "regenerate_node",
+    "run_build",
+    "sibling_batches",
+    "tile_jobs",
+]
 
 RECOLOR_BATCH = 64
+ATTEMPTS = 2  # submissions of a batch before its missing nodes are reported as failed
 ProgressHook = Callable[[int, int], None]
 
 
@@ -79,25 +95,48 @@ def tile_jobs(config: BuildConfig, children: list[Address]) -> list[TileJob]:
     return jobs
 
 
-def regenerate_node(config: BuildConfig, address: Address) -> bytes:
-    """Compute one node's encoded image alone, in this process, from its stored parent.
+def batch_size(config: BuildConfig) -> int:
+    """Tiles per task: the diffusion ``batch_size`` (it is in the fingerprints), or a fixed 64."""
+    return RECOLOR_BATCH if config.engine == "recolor" else config.diffusion.batch_size
 
-    Gives the same bytes as the build did: a node depends only on its parent, the primary
-    image, its settings and its address-derived seed.
+
+def sibling_batches(plan: Plan, parent: Address, size: int) -> list[list[Address]]:
+    """The fixed batches of a parent's planned children: raster order, runs of ``size``."""
+    children = plan.children(parent)
+    return [children[start : start + size] for start in range(0, len(children), size)]
+
+
+def regenerate_node(config: BuildConfig, address: Address) -> bytes:
+    """Compute one node's encoded image in this process, from its stored parent.
+
+    The node's whole batch (`sibling_batches`) is computed, as the build computed it, and this
+    node's bytes returned: they equal the build's, since a node depends only on its parent,
+    the primary image, its settings, its address-derived seed and its fixed batch-mates.
     """
     plan = config.plan()
     address = plan.validate_address(address)
     if not address:
         raise InputError("address: the root is not computed from a parent")
+    parent = address[:-1]
+    batch = next((b for b in sibling_batches(plan, parent, batch_size(config)) if address in b),
+                 None)
+    if batch is None:
+        raise InputError(f"address: {address_key(address)} is not in this build's plan")
     store = Store(config.out, config.format)
-    for needed in (address[:-1], ROOT):
+    for needed in (parent, ROOT):
         if not store.has(needed):
             raise InputError(f"{store.node_path(needed)}: missing; build the parent first")
-    engine = create_engine(config.engine, _engine_settings(config))
-    grid = plan.grids[len(address) - 1]
-    (data,) = make_tiles(engine, store.read_node(address[:-1]), store.read_node(ROOT), grid,
-                         tile_jobs(config, [address]), Encoding(config.format, config.quality))
-    return data
+    with torch_threads(_torch_threads(config)):
+        engine = create_engine(config.engine, _engine_settings(config))
+        grid = plan.grids[len(parent)]
+        images = make_tiles(engine, store.read_node(parent), store.read_node(ROOT), grid,
+                            tile_jobs(config, batch), Encoding(config.format, config.quality))
+    return images[batch.index(address)]
+
+
+def _torch_threads(config: BuildConfig) -> int:
+    """Torch threads of every diffusion worker (and of `regenerate_node`): pixels depend on it."""
+    return cpu_count() if config.engine == "diffusion" else 0
 
 
 def _engine_settings(config: BuildConfig) -> dict[str, Any]:
@@ -109,6 +148,7 @@ def _engine_settings(config: BuildConfig) -> dict[str, Any]:
 @dataclass
 class _Batch:
     parent: Address
+    index: int  # which of the parent's `sibling_batches`
     children: list[Address]
     attempt: int = 0
 
@@ -126,8 +166,10 @@ def run_build(
 ) -> BuildResult:
     """Build (or resume) the hypermosaic of ``config`` into ``config.out``.
 
-    Raises `InputError` for a bad primary image or a store built from other settings (unless
-    ``force``); tiles that keep failing are listed in the result, everything else is kept.
+    Raises `InputError`, before anything is written, for a bad primary image, recolor source
+    folder or model, or a store built from other settings (unless ``force``). Tiles that keep
+    failing do not raise: they are listed in ``result.failed`` (``result.ok`` is false;
+    the CLI turns that into a `hypermosaic.errors.BuildError`), everything else is kept.
     """
     started = time.perf_counter()
     plan = config.plan()
@@ -139,12 +181,17 @@ def run_build(
     if config.primary.image is not None:
         primary_image = resize(square_crop(load_image(config.primary.image)), config.size,
                                config.size)
+    if config.engine == "recolor" and config.recolor.source not in ("primary", "parent"):
+        from hypermosaic.recolor import load_sources
+
+        load_sources(config.recolor.source)
     if config.engine == "diffusion":
         from hypermosaic.pipelines.models import locate_model
 
         locate_model(config.diffusion.model, config.diffusion.config)
     fingerprints = config.fingerprints()
     store.check_compatible(fingerprints, force)
+    store.remove_temporaries()
 
     # 2. Record what is being built, so a killed run is recognised and resumed.
     result = BuildResult(out=store.root, total=plan.count())
@@ -160,9 +207,10 @@ def run_build(
     with pool as active:
         result.dashboard = active.dashboard_link
         active.register_plugin(EnginePlugin(
-            config.engine, engine_settings, torch_threads=cpu_count() if use_torch else 0
+            config.engine, engine_settings, torch_threads=_torch_threads(config)
         ))
-        runner = _TreeRunner(config, plan, store, encoding, active, result, on_progress)
+        runner = _TreeRunner(config, plan, store, encoding, active, result, on_progress,
+                             fingerprints[str(plan.depth)][:8])
         try:
             runner.primary(primary_image)
             if on_start is not None:
@@ -182,7 +230,7 @@ def run_build(
         if publish:
             from hypermosaic.assemble import publish_build
 
-            result.outputs = publish_build(store, plan, config.publish, active)
+            result.outputs = publish_build(store, plan, config.publish, active, config.quality)
             manifest["outputs"] = {k: str(v.relative_to(store.root)) for k, v in
                                    result.outputs.items()}
             store.save_manifest(manifest)
@@ -208,10 +256,11 @@ def _manifest(config: BuildConfig, plan: Plan, fingerprints: dict[str, str],
 
 
 class _TreeRunner:
-    """Streams batches of sibling tiles down the tree with a bound on work in flight."""
+    """Streams fixed batches of sibling tiles down the tree with a bound on work in flight."""
 
     def __init__(self, config: BuildConfig, plan: Plan, store: Store, encoding: Encoding,
-                 client: Client, result: BuildResult, on_progress: ProgressHook | None) -> None:
+                 client: Client, result: BuildResult, on_progress: ProgressHook | None,
+                 prefix: str) -> None:
         self.config = config
         self.plan = plan
         self.store = store
@@ -219,12 +268,10 @@ class _TreeRunner:
         self.client = client
         self.result = result
         self.on_progress = on_progress
-        self.batch_size = (
-            RECOLOR_BATCH if config.engine == "recolor" else config.diffusion.batch_size
-        )
+        self.batch_size = batch_size(config)
         self.queue: deque[_Batch] = deque()
         self.in_flight: dict[Future, _Batch] = {}
-        self.prefix = config.fingerprints()[str(plan.depth)][:8]
+        self.prefix = prefix
 
     @property
     def max_in_flight(self) -> int:
@@ -262,14 +309,15 @@ class _TreeRunner:
                     stack.append(child)
 
     def _enqueue_children(self, parent: Address) -> None:
-        missing = [c for c in self.plan.children(parent) if not self.store.has(c)]
-        for start in range(0, len(missing), self.batch_size):
-            self.queue.append(_Batch(parent, missing[start : start + self.batch_size]))
+        """Queue every fixed batch of the parent's children that has a node still missing."""
+        for index, batch in enumerate(sibling_batches(self.plan, parent, self.batch_size)):
+            if not all(self.store.has(child) for child in batch):
+                self.queue.append(_Batch(parent, index, batch))
 
     def _submit(self, batch: _Batch) -> None:
         grid = self.plan.grids[len(batch.parent)]
-        key = (f"tiles-{self.prefix}-{address_key(batch.parent)}-"
-               f"{address_key(batch.children[0][-1:])}x{len(batch.children)}-{batch.attempt}")
+        key = (f"tiles-{self.prefix}-{address_key(batch.parent)}-{batch.index}"
+               f"x{self.batch_size}-{batch.attempt}")
         future = self.client.submit(
             make_tiles_task, self.store.read_node(batch.parent), grid,
             tile_jobs(self.config, batch.children), self.encoding, key=key, retries=1,
@@ -288,6 +336,7 @@ class _TreeRunner:
             self._report()
 
     def _finish(self, future: Future, batch: _Batch) -> None:
+        """Write the batch's nodes that are still missing (stored batch-mates are kept)."""
         try:
             images = future.result()
         except Exception as exc:  # noqa: BLE001 - any task error is reported per tile
@@ -296,19 +345,25 @@ class _TreeRunner:
         finally:
             future.release()
         for address, data in zip(batch.children, images, strict=True):
+            if self.store.has(address):
+                continue
             self.store.write_node(address, data)
             self.result.computed += 1
             if self.plan.is_expanded(address):
                 self._enqueue_children(address)
 
     def _retry_or_fail(self, batch: _Batch, exc: BaseException) -> None:
-        """Split a failed batch into single tiles once; a single tile that fails is reported."""
+        """Resubmit the same batch (never a smaller one: batch-mates decide pixels); after
+        `ATTEMPTS` submissions report each of its missing nodes."""
         if isinstance(exc, InputError):
             raise exc
-        if len(batch.children) > 1:
-            self.queue.extend(_Batch(batch.parent, [c], batch.attempt + 1) for c in batch.children)
+        if batch.attempt + 1 < ATTEMPTS:
+            self.queue.append(_Batch(batch.parent, batch.index, batch.children,
+                                     batch.attempt + 1))
             return
-        self.result.failed[batch.children[0]] = f"{type(exc).__name__}: {exc}"
+        for address in batch.children:
+            if not self.store.has(address):
+                self.result.failed[address] = f"{type(exc).__name__}: {exc}"
 
     def _report(self) -> None:
         if self.on_progress is not None:

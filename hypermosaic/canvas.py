@@ -33,6 +33,7 @@ __all__ = [
     "CanvasPlugin",
     "CanvasResult",
     "PNG_MAX_PIXELS",
+    "check_windows",
     "plan_jobs",
     "plugin_name",
     "render_task",
@@ -76,10 +77,14 @@ class CanvasResult:
 def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
     """Plan every seed of every config; `InputError` before any work for a bad input.
 
-    Checks that each config names a model, that the ESRGAN model of an ``upscale`` exists, and
-    that no two canvases would write the same file.
+    Checks that each config names a model that is there (located without loading it), that
+    its sliding windows leave no gaps at the model's native size, that the ESRGAN model of an
+    ``upscale`` exists, and that no two canvases would write the same file.
     """
+    from hypermosaic.pipelines.models import locate_model, native_size
+
     jobs = []
+    natives: dict[str, int | None] = {}
     for config in configs:
         if config.model is None:
             raise InputError(f"{config.name}: model: no model given (set model in the config "
@@ -87,6 +92,14 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
         if config.upscale > 1:
             _check_upscaler(config)
         jobs.extend(CanvasJob(config, plan_canvas(config, seed)) for seed in config.seed)
+    for config in configs:
+        assert config.model is not None
+        if config.model not in natives:
+            try:
+                natives[config.model] = native_size(locate_model(config.model, key="model"))
+            except InputError as exc:
+                raise InputError(f"{config.name}: {exc}") from None
+        check_windows(config, natives[config.model])
     seen: dict[Path, str] = {}
     for job in jobs:
         target = job.config.out / job.stem
@@ -95,6 +108,18 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
                              "configs different names or outputs")
         seen[target] = job.stem
     return jobs
+
+
+def check_windows(config: CanvasConfig, native: int | None) -> None:
+    """`InputError` naming ``window_stride`` if it is larger than the brushes' window (the
+    config's ``window_size``, else the model's ``native`` side in pixels): it would leave gaps."""
+    size = config.window_size or native
+    if config.window_stride is not None and size is not None and config.window_stride > size:
+        source = "window_size" if config.window_size else "the model's native window"
+        raise InputError(
+            f"{config.name}: window_stride: {config.window_stride} is larger than {source} "
+            f"({size} px), which would leave gaps; give a smaller stride or a window_size"
+        )
 
 
 def _check_upscaler(config: CanvasConfig) -> None:

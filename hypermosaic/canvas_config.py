@@ -4,13 +4,17 @@ A canvas is described by a prompt grid (``[grid]``, as Mixture of Diffusers' til
 free regions (``[[regions]]`` of kind ``text``, ``image``, ``reroll`` or ``brush``) and an optional
 ``[background]`` prompt for what no brush covers. Sizes are pixels and multiples of 8; boxes are
 ``top``, ``bottom``, ``left``, ``right`` with the bottom and right edges excluded. Regions are
-numbered from 0 in messages (``regions.2``). Unknown keys are errors; every error is one line
-naming the file and the key. Paths in a file are relative to that file.
+numbered from 0 in messages (``regions.2``). Unknown keys are errors; every error found here is
+one line naming the file and the key (what only planning can check, such as mask files and
+coverage, is named by region in `hypermosaic.canvas_plan`). Paths in a file are relative to
+that file.
 
 The JSON format of Mixture of Diffusers' ``generate_grid_from_json.py`` (``prompt``, ``tile_*``,
 ``gc``, ``gc_tiles``, ``seed``, ``steps``, ``scheduler``, ``cpu_vae``, ``seed_tiles``,
-``seed_tiles_mode``, ``seed_reroll_regions``) is accepted as it is and translated to the same
-objects, so a JSON file and its TOML twin give the same plan.
+``seed_tiles_mode``, ``seed_reroll_regions``, and the ``git_commit`` that its ``generate_grid.py``
+logs, which is ignored) is accepted as it is and translated to the same objects, so a JSON file
+and its TOML twin give the same plan. As there, reroll regions are in pixels at any position
+and are floored to the 8-pixel latent grid; errors name JSON keys (``seed_reroll_regions[0]``).
 """
 
 from __future__ import annotations
@@ -410,14 +414,15 @@ class TilingJson(_Strict):
     seed_tiles: list[list[Seed | None]] | None = None
     seed_tiles_mode: Any = "full"
     seed_reroll_regions: list[tuple[int, int, int, int, Seed]] = []
+    git_commit: str | None = None  # informational: generate_grid.py logs its commit
 
     @field_validator("seed_tiles_mode")
     @classmethod
     def _modes(cls, value: Any) -> Any:
         modes = ("full", "exclusive")
-        cells = [m for row in value for m in row] if isinstance(value, list) else [value]
         if isinstance(value, list) and not all(isinstance(row, list) for row in value):
             raise ValueError("a mode (full or exclusive) or a grid of modes (list of rows)")
+        cells = [m for row in value for m in row] if isinstance(value, list) else [value]
         for mode in cells:
             if mode not in modes:
                 raise ValueError(f"{mode!r} is not a seed mode (full or exclusive)")
@@ -435,7 +440,19 @@ class TilingJson(_Strict):
                     f"{key}: its rows do not match the prompt grid "
                     f"({len(self.prompt)} rows of {len(self.prompt[0])})"
                 )
+        height = self.tile_height + (len(self.prompt) - 1) * (self.tile_height
+                                                              - self.tile_row_overlap)
+        width = self.tile_width + (len(self.prompt[0]) - 1) * (self.tile_width
+                                                               - self.tile_col_overlap)
+        for index, (top, bottom, left, right, _) in enumerate(self.seed_reroll_regions):
+            _check_reroll(f"seed_reroll_regions[{index}]", (top, bottom, left, right),
+                          height, width)
         return self
+
+    def reroll_boxes(self) -> list[tuple[int, int, int, int, int]]:
+        """The reroll regions floored to the latent grid, as Mixture of Diffusers does."""
+        return [(*(edge // PIXEL_MULTIPLE * PIXEL_MULTIPLE for edge in box), seed)
+                for *box, seed in self.seed_reroll_regions]
 
     def canonical(self) -> dict[str, Any]:
         """The same canvas as a canonical (TOML-shaped) config mapping."""
@@ -470,21 +487,44 @@ class TilingJson(_Strict):
         regions = [
             {"kind": "reroll", "top": top, "bottom": bottom, "left": left, "right": right,
              "seed": seed}
-            for top, bottom, left, right, seed in self.seed_reroll_regions
+            for top, bottom, left, right, seed in self.reroll_boxes()
         ]
         return {"seed": self.seed, "steps": self.steps, "scheduler": self.scheduler,
                 "cpu_vae": self.cpu_vae, "grid": grid, "regions": regions}
 
 
-def _format_error(error: ValidationError, source: str) -> str:
-    """One line naming the first bad key (region kinds dropped from the location)."""
+def _check_reroll(key: str, box: tuple[int, int, int, int], height: int, width: int) -> None:
+    """A JSON reroll box ``(top, bottom, left, right)`` in pixels must keep at least one latent
+    position after flooring to multiples of 8 and lie on the canvas; ValueError naming ``key``."""
+    top, bottom, left, right = box
+    for name, edge, side, limit in (("top", top, "height", height),
+                                    ("bottom", bottom, "height", height),
+                                    ("left", left, "width", width),
+                                    ("right", right, "width", width)):
+        if not 0 <= edge <= limit:
+            raise ValueError(f"{key}: {name} {edge} is outside the canvas ({side} {limit})")
+    for start, end, what in ((top, bottom, "rows"), (left, right, "columns")):
+        if end // PIXEL_MULTIPLE <= start // PIXEL_MULTIPLE:
+            raise ValueError(
+                f"{key}: {what} {start}-{end} hold no whole latent position once floored to "
+                f"multiples of {PIXEL_MULTIPLE}"
+            )
+
+
+def _format_error(error: ValidationError, source: str, brackets: bool = False) -> str:
+    """One line naming the first bad key (region kinds dropped from the location); with
+    ``brackets`` list indices are written as JSON paths (``seed_reroll_regions[0][4]``)."""
     first = error.errors()[0]
     parts: list[str] = []
     for part in first["loc"]:
         if isinstance(part, str) and part in REGION_KINDS and parts and parts[-1].isdigit():
             continue
         parts.append(str(part))
-    key = ".".join(parts)
+    if brackets:
+        key = "".join(f"[{p}]" if p.isdigit() and i else ("." if i else "") + p
+                      for i, p in enumerate(parts))
+    else:
+        key = ".".join(parts)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see docs/canvas.md)"
@@ -530,7 +570,7 @@ def _json_config(text: str, source: str) -> dict[str, Any]:
     try:
         return TilingJson.model_validate(raw).canonical()
     except ValidationError as exc:
-        raise InputError(_format_error(exc, source)) from None
+        raise InputError(_format_error(exc, source, brackets=True)) from None
 
 
 def canvas_config_from_dict(

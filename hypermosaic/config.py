@@ -129,7 +129,11 @@ class DiffusionConfig(_Strict):
 
 
 class FocusConfig(_Strict):
-    """Expand only along a path of tiles (plus ``neighbours`` tiles around each step)."""
+    """Expand only along a path of tiles (plus ``neighbours`` tiles around each step).
+
+    A path shorter than ``depth`` continues through the central tile of each deeper level;
+    see `hypermosaic.tree.Plan`.
+    """
 
     path: list[tuple[int, int]]
     neighbours: Annotated[int, Field(ge=0)] | None = None
@@ -239,7 +243,11 @@ class BuildConfig(_Strict):
 
         Depth ``d``'s entry covers the global settings and the settings of depths 1..d, so a
         change to a level invalidates that level and every deeper one, while a deeper build of
-        an unchanged config resumes (depth and focus only decide *which* nodes exist).
+        an unchanged config resumes (depth and focus only decide *which* nodes exist). The
+        primary image counts by content (a SHA-256 of the file), a single-file model by size and
+        a hash of its first and last MiB, and the diffusion ``batch_size`` because batch-mates
+        change a tile's pixels at the level of float rounding. Raises `InputError` naming
+        ``primary.image`` if that file cannot be read.
         """
         common = {
             "seed": self.seed,
@@ -247,12 +255,16 @@ class BuildConfig(_Strict):
             "engine": self.engine,
             "format": self.format,
             "quality": self.quality if self.format != "png" else None,
-            "primary": self.primary.model_dump(mode="json"),
+            "primary": self.primary.model_dump(mode="json", exclude={"image"}),
+            "primary_image": (None if self.primary.image is None
+                              else _file_digest(self.primary.image, "primary.image")),
             "engine_settings": (
                 self.recolor.model_dump(mode="json")
                 if self.engine == "recolor"
-                else self.diffusion.model_dump(mode="json", exclude={"batch_size", "device"})
+                else self.diffusion.model_dump(mode="json", exclude={"device"})
             ),
+            "model_file": (_model_file_digest(self.diffusion.model)
+                           if self.engine == "diffusion" else None),
         }
         prints = {"0": _digest(common)}
         chain = [common]
@@ -264,6 +276,41 @@ class BuildConfig(_Strict):
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path, key: str) -> str:
+    """SHA-256 of a whole file (the primary image: its bytes decide every pixel)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+MODEL_PROBE = 1 << 20
+
+
+def _model_file_digest(model: str | None) -> str | None:
+    """Size and a hash of the first and last MiB of a single-file model; None for a folder or id.
+
+    Cheap on a multi-GB checkpoint, and it catches a file replaced by another model.
+    """
+    if model is None or not Path(model).is_file():
+        return None
+    path = Path(model)
+    digest = hashlib.sha256()
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            digest.update(handle.read(MODEL_PROBE))
+            handle.seek(max(0, size - MODEL_PROBE))
+            digest.update(handle.read(MODEL_PROBE))
+    except OSError as exc:
+        raise InputError(f"diffusion.model: cannot read {path}: {exc.strerror or exc}") from None
+    return f"{size}:{digest.hexdigest()}"
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

@@ -51,14 +51,20 @@ def dzi_xml(width: int, height: int, tile_size: int, fmt: str) -> str:
 
 @dataclass(frozen=True)
 class Pyramid:
-    """Geometry of a square DeepZoom pyramid whose deepest tiles are the leaf nodes."""
+    """Geometry of a square DeepZoom pyramid whose deepest tiles are the leaf nodes.
+
+    ``quality`` is that of JPEG and WebP tiles (the build config's). ``build_id`` names the
+    state of the store (see `hypermosaic.assemble`): rendered canvases are cached per process
+    under it, so a rebuild into the same folder is never drawn from the old nodes.
+    """
 
     store_root: Path
     node_format: str
     plan: Plan
     files_dir: Path
     tile_format: str
-    quality: int = 90
+    quality: int = 92
+    build_id: str = ""
 
     @property
     def leaves(self) -> int:
@@ -138,7 +144,7 @@ class Pyramid:
         scale = 2 ** (self.top_level - level)
         depth = next(d for d in range(self.plan.depth + 1)
                      if self.plan.span(d) <= self.plan.size * scale or d == self.plan.depth)
-        canvas = _canvas(self.store_root, self.node_format, self.plan, depth)
+        canvas = _canvas(self.store_root, self.node_format, self.plan, depth, self.build_id)
         ratio = canvas.width / total
         crop = canvas.crop(int(x * ratio), int(y * ratio), max(1, round(width * ratio)),
                            max(1, round(height * ratio)))
@@ -173,7 +179,8 @@ class Pyramid:
 
 
 @functools.lru_cache(maxsize=4)
-def _canvas(root: Path, node_format: str, plan: Plan, depth: int) -> pyvips.Image:
+def _canvas(root: Path, node_format: str, plan: Plan, depth: int, build_id: str) -> pyvips.Image:
+    """The lazy canvas at ``depth``, cached per ``build_id`` (the state of the store)."""
     from hypermosaic.assemble import canvas_image
 
     return canvas_image(Store(root, node_format), plan, depth, access="random")

@@ -64,8 +64,11 @@ class Engine(Protocol):
     ) -> np.ndarray:
         """Sub-images ``(B, size, size, 3)`` uint8 for tiles upsampled to ``inits`` (same shape).
 
-        ``jobs[i]`` describes ``inits[i]``. The result for a tile depends only on its job and
-        init (and the context), never on the other tiles in the batch: batching is for speed.
+        ``jobs[i]`` describes ``inits[i]``. A tile's content is decided by its job, its init
+        and the context, but its exact bytes may also depend on its batch-mates: batched
+        arithmetic (diffusion's UNet) sums in another order, a difference of up to one uint8
+        level. The recolor engine is exact. Callers that need reproducible bytes must call
+        with the same batches every time, as the build does (`hypermosaic.build.sibling_batches`).
         """
         ...
 

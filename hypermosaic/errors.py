@@ -2,7 +2,9 @@
 
 `InputError` is anything the user can fix (a config key, an image file, a model that is not
 there): exit status 2, and by contract nothing already written was touched. `BuildError` is
-work that ran and failed (tiles that kept failing): exit status 1.
+work that ran and failed: exit status 1. `hypermosaic.build.run_build` lists tiles that kept
+failing in its result rather than raising (everything else is kept and published), and
+``hypermosaic build`` raises `BuildError` from that result after its summary.
 """
 
 from __future__ import annotations
@@ -23,6 +25,6 @@ class InputError(HypermosaicError):
 
 
 class BuildError(HypermosaicError):
-    """Work that ran and failed; whatever finished is kept."""
+    """Work that ran and failed (the message names the failed nodes); whatever finished is kept."""
 
     exit_code = 1

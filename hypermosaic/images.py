@@ -1,12 +1,16 @@
 """Small image helpers shared by the core: safe loading, encoding, resizing.
 
 Images are ``uint8`` RGB numpy arrays of shape ``(H, W, 3)``. Loading checks the header before
-decoding, so a file that claims billions of pixels is refused without allocating them.
+decoding, so a file that claims billions of pixels is refused without allocating them: the size
+comes from libvips' header read (lazy, nothing decoded) and is compared with `MAX_INPUT_PIXELS`
+first; Pillow, which decodes, has its own decompression-bomb limit set to match ours so that the
+limit is ours for every format (Pillow refuses above twice its ``MAX_IMAGE_PIXELS``).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +30,38 @@ __all__ = [
 
 MAX_INPUT_PIXELS = 256 * 1024 * 1024
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+if Image.MAX_IMAGE_PIXELS is not None:
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS // 2)
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the file's header (libvips reads nothing else); None if unknown."""
+    try:
+        image = pyvips.Image.new_from_file(str(path), revalidate=True)
+    except pyvips.Error:
+        return None  # a format libvips lacks, or not an image: Pillow decides below
+    return image.width, image.height
+
+
+def _refuse_huge(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"{path}: header claims {width}x{height} pixels, more than the "
+            f"{max_pixels:,} allowed"
+        )
 
 
 def load_image(path: Path | str, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """Read an image file as RGB; `InputError` names the file if it is missing, corrupt or huge."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(
-                    f"{path}: header claims {width}x{height} pixels, more than the "
-                    f"{max_pixels:,} allowed"
-                )
+        if path.is_file() and (size := _header_size(path)) is not None:
+            _refuse_huge(path, *size, max_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            _refuse_huge(path, *image.size, max_pixels)
             image.load()
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
@@ -48,7 +71,9 @@ def load_image(path: Path | str, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarr
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: refused, too many pixels ({exc})") from None
+        raise InputError(
+            f"{path}: refused, more than the {max_pixels:,} pixels allowed ({exc})"
+        ) from None
 
 
 def square_crop(image: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from hypermosaic.images import load_image, resize, square_crop
 __all__ = [
     "RecolorEngine",
     "assign_sources",
+    "load_sources",
     "lab_to_srgb",
     "recolour",
     "srgb_to_lab",
@@ -107,6 +108,30 @@ def assign_sources(tile_means: np.ndarray, source_means: np.ndarray) -> np.ndarr
     return chosen
 
 
+def load_sources(source: str) -> list[np.ndarray]:
+    """The square-cropped images of a ``recolor.source`` folder, sorted by file name.
+
+    Called by the build before anything is written (so bad input stops it cleanly) and by each
+    worker's engine. Raises `InputError` naming ``recolor.source`` and the folder or file when
+    the folder is missing, holds no images, or one of them cannot be read.
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        raise InputError(f"recolor.source: {folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(
+            f"recolor.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    images = []
+    for path in files:
+        try:
+            images.append(square_crop(load_image(path)))
+        except InputError as exc:
+            raise InputError(f"recolor.source: {exc}") from None
+    return images
+
+
 class RecolorEngine:
     """Sub-images by colour transfer; ``source`` is ``primary``, ``parent`` or a folder path."""
 
@@ -121,18 +146,10 @@ class RecolorEngine:
         self._folder: list[np.ndarray] = []
         self._folder_means = np.zeros((0, 3), dtype=np.float32)
         if source not in ("primary", "parent"):
-            self._load_folder(Path(source))
-
-    def _load_folder(self, folder: Path) -> None:
-        if not folder.is_dir():
-            raise InputError(f"recolor.source: {folder} is not a folder of images")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(f"recolor.source: {folder} holds no images")
-        self._folder = [square_crop(load_image(p)) for p in files]
-        self._folder_means = np.stack(
-            [_stats(self._to_space(resize(img, 64, 64)))[0] for img in self._folder]
-        )
+            self._folder = load_sources(source)
+            self._folder_means = np.stack(
+                [_stats(self._to_space(resize(img, 64, 64)))[0] for img in self._folder]
+            )
 
     def primary(self, job: PrimaryJob) -> np.ndarray:
         raise InputError("primary.prompt: the recolor engine needs primary.image")

@@ -3,7 +3,9 @@
 Only GET and HEAD. A request is answered from inside the root or not at all: paths with ``..``
 segments, encoded slashes or backslashes, NUL bytes, or any symbolic link on the way are refused
 (403), and files are opened without following links, so nothing outside the root is ever read.
-Directories serve their ``index.html`` and are never listed.
+Directories serve their ``index.html`` and are never listed. A request body (on any method) is
+read and dropped, or the connection closed after the answer, so that a kept-alive connection
+never reads one request's body as the next request.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ TYPES = {
     ".webp": "image/webp",
 }
 FORBIDDEN = "forbidden"
+BODY_LIMIT = 64 << 10
+"""Largest request body read and discarded to keep a connection; above it, or chunked, the
+connection is closed after the answer instead."""
 
 
 def resolve_request(root: Path, target: str) -> Path | str | None:
@@ -68,13 +73,33 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._skip_body()
         self._send(body=True)
 
     def do_HEAD(self) -> None:  # noqa: N802
+        self._skip_body()
         self._send(body=False)
 
     def _refuse_write(self) -> None:
+        self._skip_body()
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": "GET, HEAD"})
+
+    def _skip_body(self) -> None:
+        """Read and drop the request's body, so that the next request on a kept-alive
+        connection starts where this one ends; a body too large to bother with, chunked or of
+        unknown length makes the answer close the connection instead."""
+        length = self.headers.get("Content-Length", "0").strip()
+        chunked = "Transfer-Encoding" in self.headers
+        if chunked or not length.isdigit() or int(length) > BODY_LIMIT:
+            self.close_connection = True
+            return
+        remaining = int(length)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 16 << 10))
+            if not chunk:
+                self.close_connection = True
+                return
+            remaining -= len(chunk)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write  # noqa: N815
 
@@ -85,9 +110,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (extra or {}).items():
             self.send_header(key, value)
-        self.end_headers()
+        self._end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _end_headers(self) -> None:
+        """End the headers, telling the client when this answer closes the connection."""
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
 
     def _send(self, body: bool) -> None:
         try:
@@ -113,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
+            self._end_headers()
             if body:
                 shutil.copyfileobj(handle, self.wfile)
 

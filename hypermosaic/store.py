@@ -6,10 +6,12 @@ Layout of an output directory::
     nodes/root.png         the primary image
     nodes/3_4.png          the node cut from tile (3, 4) of the root
     nodes/3_4/1_2.png      ... and its child at (1, 2)
-    mosaic.dzi, mosaic_files/, index.html, preview.png, mosaic.tif   (assembly outputs)
+    mosaic.dzi, mosaic_files/, index.html, openseadragon/, preview.png, mosaic.tif
+                           (assembly outputs; `PUBLISHED_NAMES`)
 
 A node file exists only when complete (temporary file + rename), so "the file is there" is the
-resume test: a killed build loses at most the tiles in flight.
+resume test: a killed build loses at most the tiles in flight, and the temporary file of a
+write it interrupted is swept when the build resumes.
 """
 
 from __future__ import annotations
@@ -23,10 +25,22 @@ from typing import Any
 from hypermosaic.errors import InputError
 from hypermosaic.tree import Address, Plan, address_key
 
-__all__ = ["Store", "atomic_write", "MANIFEST_NAME"]
+__all__ = ["Store", "atomic_write", "MANIFEST_NAME", "PUBLISHED_NAMES"]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+# What `hypermosaic.assemble.publish_build` writes beside the nodes (files and folders), and its
+# staging leftovers: exactly what `Store.clear` removes besides the nodes and the manifest.
+PUBLISHED_NAMES = (
+    "mosaic.dzi",
+    "mosaic_files",
+    ".mosaic-staging",
+    "index.html",
+    "openseadragon",
+    "preview.png",
+    "mosaic.tif",
+    ".mosaic.tif.tmp",
+)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -94,14 +108,17 @@ class Store:
         """Refuse to mix nodes made from different settings; with ``force`` start afresh.
 
         Depths present in both the stored build and the new config must have equal
-        fingerprints; a deeper or shallower build of the same settings resumes.
+        fingerprints; a deeper or shallower build of the same settings resumes. Node images
+        without a manifest are of unknown settings: refused, or with ``force`` removed.
         """
         manifest = self.load_manifest()
         if manifest is None:
-            if self.nodes_dir.exists() and any(self.nodes_dir.iterdir()) and not force:
-                raise InputError(
-                    f"{self.root}: holds node images but no manifest; use --force to rebuild"
-                )
+            if self.nodes_dir.exists() and any(self.nodes_dir.iterdir()):
+                if not force:
+                    raise InputError(
+                        f"{self.root}: holds node images but no manifest; use --force to rebuild"
+                    )
+                self.clear()
             return
         stored = manifest.get("fingerprints", {})
         changed = sorted(
@@ -118,10 +135,27 @@ class Store:
             )
         self.clear()
 
+    def remove_temporaries(self) -> int:
+        """Delete the temporary node files a killed build left (SIGKILL skips the cleanup in
+        `atomic_write`); returns how many. Only for the one build that owns the folder."""
+        if not self.nodes_dir.is_dir():
+            return 0
+        stale = list(self.nodes_dir.rglob(".*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def clear(self) -> None:
-        """Remove every node and output of a previous build (for --force)."""
-        if self.nodes_dir.exists():
-            shutil.rmtree(self.nodes_dir)
+        """Remove the nodes, the manifest and the published outputs of a previous build.
+
+        For --force: a rebuild must not serve a stale pyramid or preview, even with
+        --no-publish. Only what a build writes is removed; other files in the folder stay.
+        """
+        for path in (self.nodes_dir, *(self.root / name for name in PUBLISHED_NAMES)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         self.manifest_path.unlink(missing_ok=True)
 
     def plan(self) -> Plan:

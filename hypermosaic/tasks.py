@@ -8,6 +8,8 @@ files.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "make_primary",
     "make_tiles",
     "make_tiles_task",
+    "torch_threads",
 ]
 
 PLUGIN_NAME = "hypermosaic-engine"
@@ -39,6 +42,26 @@ class Encoding:
     quality: int = 92
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads (0: leave them), then restore.
+
+    On the CPU the thread count decides the order of float sums, so diffusion pixels depend on
+    it: a build's workers and `hypermosaic.build.regenerate_node` must use the same count.
+    """
+    if not count:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class EnginePlugin(WorkerPlugin):
     """Loads the engine once per worker (again on a replacement worker), frees it on teardown."""
 
@@ -51,7 +74,7 @@ class EnginePlugin(WorkerPlugin):
         self.engine: Engine | None = None
 
     def setup(self, worker: Any) -> None:
-        if self.torch_threads and self.engine_name == "diffusion":
+        if self.torch_threads:
             import torch
 
             torch.set_num_threads(self.torch_threads)

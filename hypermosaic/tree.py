@@ -63,9 +63,13 @@ class Plan:
     """Which nodes exist and where they sit on the final canvas.
 
     ``grids[d]`` cuts a depth-``d`` node into ``grids[d]**2`` children, for ``d < depth``.
-    With a ``focus`` path only the nodes on that path are expanded; ``neighbours`` limits the
-    expanded children of each path node to those within that many tiles (Chebyshev distance) of
-    the next step of the path (``None``: all of them).
+
+    With a ``focus`` path the tree is expanded only around it. The path is continued through
+    the central tile ``(grid // 2, grid // 2)`` of every level below its last step (as
+    ``hypermosaic video`` zooms), so it always reaches ``depth``. Every node on the path is
+    expanded. ``neighbours`` (``None``: no limit) keeps, of a path node's children, only those
+    within that many tiles (Chebyshev distance in that grid) of the path's next step, and those
+    neighbours are expanded too, one level down: their children exist and are leaves.
     """
 
     size: int
@@ -90,6 +94,25 @@ class Plan:
         """Side, in canvas pixels, covered by one node at ``depth``."""
         return self.size * math.prod(self.grids[depth:])
 
+    @property
+    def path(self) -> Address:
+        """The focus path continued through central tiles to ``depth`` steps (empty: no focus)."""
+        if self.focus is None:
+            return ROOT
+        steps = tuple(tuple(step) for step in self.focus[: self.depth])
+        return steps + tuple((g // 2, g // 2) for g in self.grids[len(steps) :])
+
+    def _near_path(self, address: Address) -> bool:
+        """Whether a node is a child of a path node within ``neighbours`` of the path's step."""
+        depth = len(address)
+        if self.neighbours is None or depth == 0:
+            return False
+        path = self.path
+        if tuple(address[:-1]) != path[: depth - 1]:
+            return False
+        (row, col), (fr, fc) = address[-1], path[depth - 1]
+        return max(abs(row - fr), abs(col - fc)) <= self.neighbours
+
     def is_expanded(self, address: Address) -> bool:
         """Whether the node is cut into children in this plan."""
         depth = len(address)
@@ -97,22 +120,18 @@ class Plan:
             return False
         if self.focus is None:
             return True
-        return depth <= len(self.focus) and tuple(address) == self.focus[:depth]
+        return tuple(address) == self.path[:depth] or self._near_path(address)
 
     def children(self, address: Address) -> list[Address]:
         """The planned children of a node, in raster order."""
         if not self.is_expanded(address):
             return []
-        depth = len(address)
-        grid = self.grids[depth]
-        cells = [(r, c) for r in range(grid) for c in range(grid)]
-        if self.focus is not None and self.neighbours is not None and depth < len(self.focus):
-            fr, fc = self.focus[depth]
-            cells = [
-                (r, c) for r, c in cells
-                if max(abs(r - fr), abs(c - fc)) <= self.neighbours
-            ]
-        return [address + (cell,) for cell in cells]
+        grid = self.grids[len(address)]
+        cells = [address + ((r, c),) for r in range(grid) for c in range(grid)]
+        on_path = self.focus is not None and tuple(address) == self.path[: len(address)]
+        if on_path and self.neighbours is not None:
+            cells = [cell for cell in cells if self._near_path(cell)]
+        return cells
 
     def nodes(self) -> Iterator[Address]:
         """Every planned node, parents before children (depth-first, raster order)."""

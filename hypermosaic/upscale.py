@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -57,9 +58,13 @@ OUTPUT_FORMATS = {
     ".dzi": "dzi",
 }
 MAX_INPUT_PIXELS = 1 << 32
-_MAX_SIDE = {"jpg": 65_535, "png": 2**31 - 1, "tif": 2**31 - 1, "dzi": 2**31 - 1}
+# libvips refuses image sides above VIPS_MAX_COORD (10,000,000 before 8.17); libjpeg stops at
+# 65,500. Checked when planning, so that no upscale runs only to fail when written.
+_VIPS_MAX_SIDE = 10_000_000
+_MAX_SIDE = {"jpg": 65_500, "png": _VIPS_MAX_SIDE, "tif": _VIPS_MAX_SIDE, "dzi": _VIPS_MAX_SIDE}
 _FETCH_ROWS = 64
 _TILE_TOPIC = "hypermosaic-upscale-tiles"
+_EVENT_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,34 @@ def _open(path: Path) -> pyvips.Image:
         return pyvips.Image.new_from_file(str(path), access="sequential", fail_on="error")
     except pyvips.Error as exc:
         raise InputError(f"{path}: not a readable image ({_reason(exc)})") from None
+
+
+def _as_rgb(path: Path, image: pyvips.Image) -> pyvips.Image:
+    """Any input as 3-band 8-bit sRGB; transparency is flattened onto white (after the
+    conversion, which scales alpha with the colour, so white is 255 whatever the depth)."""
+    try:
+        if image.interpretation != "srgb":
+            image = image.colourspace("srgb")
+        if image.format != "uchar":
+            image = image.cast("uchar")
+        if image.hasalpha():
+            image = image.flatten(background=255)
+        return image.extract_band(0, n=3) if image.bands > 3 else image
+    except pyvips.Error as exc:
+        raise InputError(f"{path}: cannot convert to RGB ({_reason(exc)})") from None
+
+
+def _check_folder(path: Path, option: str) -> None:
+    """Refuse a path whose nearest existing ancestor (or itself) is a file: no folder can be
+    made there."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(
+                    f"{option} {path}: {folder} is an existing file, not a folder "
+                    f"(an output file ends in {', '.join(OUTPUT_FORMATS)})"
+                )
+            return
 
 
 def _expand(inputs: Sequence[str | Path]) -> list[Path]:
@@ -134,11 +167,13 @@ def plan_jobs(
     single = len(sources) == 1 and Path(inputs[0]).is_file()
     if single and out.suffix.lower() in OUTPUT_FORMATS:
         targets = [out]
+        _check_folder(out.parent, "--out")
     elif out.suffix.lower() in OUTPUT_FORMATS:
         raise InputError(f"--out {out}: several inputs need an output folder, not a file")
     else:
         if fmt not in set(OUTPUT_FORMATS.values()):
             raise InputError(f"--format {fmt}: not one of tif, png, jpg, dzi")
+        _check_folder(out, "--out")
         targets = [out / f"{src.stem}.{fmt}" for src in sources]
     if len(set(targets)) != len(targets):
         raise InputError(f"--out {out}: two inputs share a name, their outputs would collide")
@@ -146,7 +181,7 @@ def plan_jobs(
     for src, dst in zip(sources, targets, strict=True):
         if dst.resolve() == src.resolve():
             raise InputError(f"{dst}: the output would overwrite its input")
-        image = _open(src)
+        image = _as_rgb(src, _open(src))
         width, height = image.width, image.height
         if width * height > MAX_INPUT_PIXELS:
             raise InputError(
@@ -154,9 +189,18 @@ def plan_jobs(
                 f"{MAX_INPUT_PIXELS:,} allowed"
             )
         side = round(max(width, height) * scale)
-        limit = _MAX_SIDE[OUTPUT_FORMATS[dst.suffix.lower()]]
-        if side > limit:
-            raise InputError(f"{dst}: {side} px is more than the format holds ({limit}); use .tif")
+        fmt_name = OUTPUT_FORMATS[dst.suffix.lower()]
+        if max(width, height) * native > _VIPS_MAX_SIDE:
+            raise InputError(
+                f"{src}: upscaled, {max(width, height) * native:,} px a side is more than "
+                f"libvips handles ({_VIPS_MAX_SIDE:,})"
+            )
+        if side > _MAX_SIDE[fmt_name]:
+            hint = "; use .tif" if fmt_name == "jpg" else ""
+            raise InputError(
+                f"{dst}: {side:,} px a side is more than .{fmt_name} holds "
+                f"({_MAX_SIDE[fmt_name]:,}){hint}"
+            )
         jobs.append(UpscaleJob(src, dst, width, height, scale))
     return jobs
 
@@ -169,17 +213,6 @@ def count_tiles(job: UpscaleJob, tile: int, overlap: int) -> int:
     return len(tile_windows(job.height, tile, overlap)) * len(
         tile_windows(job.width, tile, overlap)
     )
-
-
-def _as_rgb(image: pyvips.Image) -> pyvips.Image:
-    """Any input as 3-band 8-bit sRGB; transparency is flattened onto white."""
-    if image.hasalpha():
-        image = image.flatten(background=[image.max_alpha()] * (image.bands - 1))
-    if image.interpretation != "srgb":
-        image = image.colourspace("srgb")
-    if image.format != "uchar":
-        image = image.cast("uchar")
-    return image.extract_band(0, n=3) if image.bands > 3 else image
 
 
 class _RowReader:
@@ -311,7 +344,7 @@ def upscale_file(
     from hypermosaic.pipelines.tiled_upscale import DEFAULT_OVERLAP, upscale_bands
 
     # 1. Open the input lazily and set up the row reader.
-    source = _as_rgb(_open(job.src))
+    source = _as_rgb(job.src, _open(job.src))
     reader = _RowReader(job.src, source)
     s = upscaler.scale
     bands = upscale_bands(
@@ -323,21 +356,22 @@ def upscale_file(
         DEFAULT_OVERLAP if overlap is None else overlap,
         on_tile=on_tile,
     )
-    # 2. Chain the upscaled stream into pyvips, reduced if a smaller scale was asked for.
     stream = _PngStream(bands, job.width * s, job.height * s)
-    image = stream.image()
-    if job.scale != s:
-        image = image.resize(job.scale / s, kernel="lanczos3")
-    # 3. Write under a temporary name, then rename into place.
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = job.dst.with_name(f".{job.dst.stem}.tmp-{os.getpid()}{job.dst.suffix}")
     try:
         try:
+            # 2. Chain the upscaled stream into pyvips, reduced if a smaller scale was asked
+            # for (loading the stream's header already pulls rows, so reading can fail here).
+            image = stream.image()
+            if job.scale != s:
+                image = image.resize(job.scale / s, kernel="lanczos3")
+            # 3. Write under a temporary name, then rename into place.
             _save(image, tmp)
         except pyvips.Error as exc:
             if stream.error is not None:
                 raise stream.error from None
-            raise InputError(f"{job.dst}: cannot write ({str(exc).strip()})") from None
+            raise InputError(f"{job.dst}: cannot write ({_reason(exc)})") from None
         if stream.error is not None:
             raise stream.error
         for done, final in zip(_outputs(tmp), _outputs(job.dst), strict=True):
@@ -440,7 +474,11 @@ def upscale_files(
             for job in pending
         ]
         written = client.gather(futures)
+        # Events may trail the results: give them a moment to land before settling.
+        deadline = time.monotonic() + _EVENT_GRACE_S
+        while done < total and time.monotonic() < deadline:
+            time.sleep(0.02)
         client.unsubscribe_topic(_TILE_TOPIC)
-    if progress is not None:  # events may trail the results; every tile is done now
+    if progress is not None and done < total:  # lost events (or results known already)
         progress(total, total)
     return [Path(p) for p in written]

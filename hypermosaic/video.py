@@ -139,6 +139,7 @@ class VideoSettings:
     ``path`` is a node address key (``3_4/1_2``); None takes the build's focus or the central
     path. ``ease`` is the fraction of the time spent accelerating at the start and decelerating
     at the end (0: constant speed). ``fade`` is the length of the loop cross-fade in seconds.
+    ``drift=False`` needs ``loop=False`` (see `zoom_path`).
     """
 
     width: int = 1920
@@ -167,7 +168,6 @@ class VideoResult:
     height: int
     codec: str
     target: Address
-    fade_frames: int
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -211,6 +211,11 @@ def check_inputs(settings: VideoSettings, out_file: Path) -> None:
         raise InputError(f"--ease {settings.ease}: must be in [0, 0.5]")
     if not 0 <= settings.fade <= 3600:
         raise InputError(f"--fade {settings.fade}: must be in [0, 3600]")
+    if settings.loop and not settings.drift:
+        raise InputError(
+            "--no-drift needs --no-loop: only the drifting zoom ends framing the target as it "
+            "began framing the canvas, which is what lets the video loop"
+        )
     if settings.path is not None:
         try:
             parse_address(settings.path)
@@ -321,7 +326,9 @@ def zoom_path(plan: Plan, target: Address, width: int, height: int, drift: bool 
 
     With ``drift`` the fixed point is where the similarity taking the canvas view to the target
     view leaves a point in place, so the target ends centred exactly as the canvas started;
-    without it the camera zooms straight at the target's centre.
+    without it the camera zooms straight at the target's centre, which stays where it was in
+    the frame: the end then frames the target off-centre, not as the start framed the canvas,
+    so such a zoom cannot loop (`check_inputs` refuses it with the loop on).
     """
     canvas = plan.canvas_size
     start = _cover(0, 0, canvas, width, height)
@@ -462,7 +469,6 @@ class _NodeCache:
         self.store, self.size, self.limit = store, size, limit
         self._images: OrderedDict[tuple[Address, int], Image.Image] = OrderedDict()
         self._bytes = 0
-        self.decoded = 0
 
     def get_many(self, addresses: list[Address], mip: int) -> list[Image.Image]:
         """The nodes at ``mip`` pixels; those not cached are decoded on a few threads."""
@@ -496,7 +502,6 @@ class _NodeCache:
                 f"{path}: node image is {image.width}x{image.height}, the manifest says "
                 f"{self.size}x{self.size}"
             )
-        self.decoded += 1
         return image.reduce(self.size // mip) if mip < self.size else image
 
     def _put(self, key: tuple[Address, int], image: Image.Image) -> None:
@@ -559,16 +564,18 @@ class FrameRenderer:
     a sharper region or leaves it. Over the last ``blend`` of a level (in zoom) before the next
     depth takes over, that depth's region (its nodes still reduced, never enlarged) is faded in,
     so a node never pops into its children. A node the build did not expand (focus) is cut from
-    its deepest stored ancestor. Memory: two regions and a byte-capped cache of decoded nodes.
+    its deepest stored ancestor. Memory: at most two regions (the level shown and the one fading
+    in) and a byte-capped cache of decoded nodes, which renderers of one build can share (pass
+    one renderer's ``nodes`` to another) so that a node decoded for one serves both.
     """
 
     def __init__(
         self, store: Store, plan: Plan, width: int, height: int, blend: float = BLEND,
-        cache_bytes: int = NODE_CACHE_BYTES,
+        cache_bytes: int = NODE_CACHE_BYTES, nodes: _NodeCache | None = None,
     ) -> None:
         self.store, self.plan, self.width, self.height = store, plan, width, height
         self.blend = blend
-        self._nodes = _NodeCache(store, plan.size, cache_bytes)
+        self.nodes = nodes if nodes is not None else _NodeCache(store, plan.size, cache_bytes)
         self._regions: dict[int, _Region] = {}
         self.regions_built = 0
 
@@ -615,7 +622,6 @@ class FrameRenderer:
         side = ladder_side(self.plan.size, self.plan.span(depth), pixel)
         region = self._regions.pop(depth, None)
         if region is None or region.side != side or not region.covers(box):
-            region = None
             region = self._build_region(box, depth, side)
             self.regions_built += 1
         self._regions[depth] = region
@@ -638,7 +644,7 @@ class FrameRenderer:
         addresses = [_address_at(self.plan, depth, row, col) for row, col in cells]
         stored = [address for address in addresses if self.store.has(address)]
         mip = mip_for(self.plan.size, side)
-        images = dict(zip(stored, self._nodes.get_many(stored, mip), strict=True))
+        images = dict(zip(stored, self.nodes.get_many(stored, mip), strict=True))
         for (row, col), address in zip(cells, addresses, strict=True):
             image = images.get(address)
             tile = self._cut(address, side) if image is None else _fit(image, side)
@@ -659,7 +665,7 @@ class FrameRenderer:
         nx, ny = self.plan.origin(address)
         share = self.plan.span(len(address)) / self.plan.span(len(ancestor))
         mip = mip_for(self.plan.size, math.ceil(side / share))
-        image = self._nodes.get_many([ancestor], mip)[0]
+        image = self.nodes.get_many([ancestor], mip)[0]
         scale = image.width / self.plan.span(len(ancestor))
         reach = self.plan.span(len(address)) * scale
         left, top = (nx - ax) * scale, (ny - ay) * scale
@@ -811,11 +817,13 @@ def zoom_frames(
     Looping, over the last ``fade`` frames the view one whole descent up (the canvas in
     miniature, exactly where the target node sits) is cross-faded in, its weight rising
     smoothly to 1 on the last frame, which is then the whole canvas: the frame after it, the
-    first, is one ordinary zoom step further in.
+    first, is one ordinary zoom step further in. The miniature has its own renderer (its own
+    regions, so neither evicts the other's) sharing the camera's node cache: at most four
+    regions and one byte-capped cache are held, and a node is decoded once for both.
     """
     width, height = settings.width, settings.height
     camera = FrameRenderer(store, plan, width, height)
-    miniature = FrameRenderer(store, plan, width, height)
+    miniature = FrameRenderer(store, plan, width, height, nodes=camera.nodes)
     for t in range(frames):
         u = progress_at(t, frames, settings)
         planes = camera.render(path.box(u))
@@ -894,12 +902,15 @@ def render_video(
         crf=settings.crf, preset=settings.preset,
     ) as writer:
         rendered = ahead(zoom_frames(store, plan, path, settings, frames, fade), AHEAD)
-        for index, planes in enumerate(rendered):
-            writer.write(planes)
-            if progress is not None:
-                progress(index + 1, frames)
+        try:
+            for index, planes in enumerate(rendered):
+                writer.write(planes)
+                if progress is not None:
+                    progress(index + 1, frames)
+        finally:
+            rendered.close()  # stops the render thread now, not when the generator is collected
         writer.close()
     return VideoResult(
         path=out_file, frames=frames, fps=settings.fps, width=settings.width,
-        height=settings.height, codec=settings.codec, target=target, fade_frames=fade,
+        height=settings.height, codec=settings.codec, target=target,
     )

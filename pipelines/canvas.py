@@ -17,6 +17,11 @@ Speed: the windows of a step that share a shape go through the UNet together, up
 (classifier-free guidance batched too); prompt embeddings are computed once per canvas.
 ``batch_size = 1`` is the original one-window-per-call loop and gives the same image.
 
+LCM-distilled UNets (``unet.config.time_cond_proj_dim`` set) take the guidance scale as an
+input instead: each window's UNet rows get ``timestep_cond``, the embedding of its guidance
+``g_j - 1`` (`guidance_embedding`, as diffusers' ``LatentConsistencyModelPipeline``), and no
+unconditional row (classifier-free guidance off, negative prompts unused).
+
 Image regions hold their reference's latents, noised to each step's level, until their
 img2img strength lets them go (strength 0: to the end, so the region is the reference
 through the VAE). Brushes, for their first ``bootstrap_steps``, see their own area only, over
@@ -27,8 +32,8 @@ generators seeded by the plan: the same plan gives the same pixels on any device
 
 from __future__ import annotations
 
-import copy
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +54,13 @@ __all__ = [
     "blend",
     "brush_windows",
     "check_inputs",
+    "cpu_vae",
     "encode_texts",
+    "guidance_embedding",
     "initial_noise",
     "prompt_windows",
     "render_canvas",
+    "window_input",
 ]
 
 StepCallback = Callable[[int, int], None]
@@ -123,8 +131,9 @@ def _window(
     weight: np.ndarray,
     rows: TextRows,
     keep: np.ndarray | None = None,
+    cfg: bool = True,
 ) -> Window:
-    cfg = guidance > 1.0
+    cfg = cfg and guidance > 1.0
     total = sum(w for _, w in prompt)
     return Window(
         box=box,
@@ -142,8 +151,12 @@ def _cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
 
 
-def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows) -> list[Window]:
-    """One window per grid tile and text region: its box in latents, weighted by its profile."""
+def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
+                   ) -> list[Window]:
+    """One window per grid tile and text region: its box in latents, weighted by its profile.
+
+    ``cfg = False`` (guidance-embedded models) gives no window an unconditional row.
+    """
     windows = []
     for prompt in plan.prompts:
         top, bottom, left, right = (edge // f for edge in prompt.box)
@@ -156,16 +169,20 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows) -> list[Window]:
                 prompt.guidance,
                 weight,
                 rows,
+                cfg=cfg,
             )
         )
     return windows
 
 
-def brush_windows(plan: CanvasPlan, f: int, size: int, stride: int, rows: TextRows) -> list[Window]:
+def brush_windows(
+    plan: CanvasPlan, f: int, size: int, stride: int, rows: TextRows, *, cfg: bool = True
+) -> list[Window]:
     """For each brush, the sliding windows (latent ``size``, ``stride``) where it has weight.
 
     A brush's weight is its mask blurred and scaled by its strength; inside a window the
-    window takes the weight map as it is (MultiDiffusion's uniform views).
+    window takes the weight map as it is (MultiDiffusion's uniform views). ``cfg`` as in
+    `prompt_windows`.
     """
     height, width = plan.height // f, plan.width // f
     spans = [
@@ -189,6 +206,7 @@ def brush_windows(plan: CanvasPlan, f: int, size: int, stride: int, rows: TextRo
                         crop,
                         rows,
                         None if keep is None else keep[top:bottom, left:right],
+                        cfg=cfg,
                     )
                 )
     return windows
@@ -249,6 +267,33 @@ def _guided(window: Window, out: torch.Tensor) -> torch.Tensor:
     return uncond + window.guidance * (eps - uncond)
 
 
+def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embeddings ``(N, dim)`` float32 of guidance values ``w`` ``(N,)``: the
+    ``timestep_cond`` of LCM-distilled UNets (the VDM embedding of ``1000 w``: sines, then
+    cosines, at frequencies ``10000^(-k / (dim/2 - 1))``; an odd ``dim`` is zero-padded)."""
+    half = dim // 2
+    rate = torch.log(torch.tensor(10000.0)) / (half - 1)
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -rate)
+    angles = (w.float() * 1000.0)[:, None] * frequencies[None, :]
+    embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(embedding, (0, dim % 2))
+
+
+def window_input(
+    window: Window, scaled: torch.Tensor, backgrounds: dict[Box, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """What ``window`` sees of the canvas's model input ``scaled``: the latents of its box.
+
+    During bootstrap (``backgrounds``: each box's noised, scaled background) a window with a
+    ``keep`` area sees ``keep * canvas + (1 - keep) * background``, so a brush denoises its
+    own area over the background alone (StreamMultiDiffusion's prompt separation).
+    """
+    x = scaled[_slice(window.box)]
+    if backgrounds is not None and window.keep is not None:
+        x = window.keep * x + (1 - window.keep) * backgrounds[window.box]
+    return x
+
+
 def _predict(
     unet: Any,
     windows: list[Window],
@@ -260,9 +305,10 @@ def _predict(
 ) -> list[torch.Tensor]:
     """Every window's guided prediction, float32, in order; equal shapes share UNet calls.
 
-    ``scaled`` is the canvas's model input; with ``backgrounds`` (bootstrap steps) a window with
-    a ``keep`` area sees the canvas there and its box's background elsewhere.
+    ``scaled`` is the canvas's model input, each window seeing `window_input`. A UNet with
+    ``time_cond_proj_dim`` gets each row's window guidance embedded as ``timestep_cond``.
     """
+    embed_dim = getattr(unet.config, "time_cond_proj_dim", None)
     predictions: list[torch.Tensor] = [torch.empty(0)] * len(windows)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, window in enumerate(windows):
@@ -270,16 +316,18 @@ def _predict(
     for members in groups.values():
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            inputs = []
-            for i in chunk:
-                window = windows[i]
-                x = scaled[_slice(window.box)]
-                if backgrounds is not None and window.keep is not None:
-                    x = window.keep * x + (1 - window.keep) * backgrounds[window.box]
-                inputs.append(x.expand(len(window.rows), -1, -1, -1))
+            inputs = [
+                window_input(windows[i], scaled, backgrounds).expand(len(windows[i].rows), -1,
+                                                                     -1, -1)
+                for i in chunk
+            ]
             rows = torch.tensor([row for i in chunk for row in windows[i].rows])
             x = torch.cat(inputs).to(unet.dtype)
-            out = unet(x, t, encoder_hidden_states=table[rows]).sample.float()
+            extra: dict[str, torch.Tensor] = {}
+            if embed_dim is not None:
+                w = torch.tensor([windows[i].guidance - 1 for i in chunk for _ in windows[i].rows])
+                extra["timestep_cond"] = guidance_embedding(w, embed_dim).to(x.device, x.dtype)
+            out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
             offset = 0
             for i in chunk:
                 n = len(windows[i].rows)
@@ -298,11 +346,23 @@ def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
     return kwargs
 
 
-def _vae(pipe: Any, cpu: bool) -> Any:
-    """The pipeline's VAE, or a float32 copy on the CPU for ``cpu_vae``."""
-    if not cpu or pipe.vae.device.type == "cpu":
-        return pipe.vae
-    return copy.deepcopy(pipe.vae).to("cpu", torch.float32)
+_CPU_VAES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def cpu_vae(vae: Any) -> Any:
+    """``vae`` as a float32 model on the CPU (the ``cpu_vae`` option): itself if it is one,
+    else a copy made once per VAE and kept while that VAE lives, so canvases rendered one after
+    another on a worker share it. The copy is built on the CPU (no second GPU copy)."""
+    if vae.device.type == "cpu" and vae.dtype == torch.float32:
+        return vae
+    twin = _CPU_VAES.get(vae)
+    if twin is None:
+        twin = type(vae).from_config(vae.config)
+        state = vae.state_dict()
+        twin.load_state_dict({key: value.detach().to("cpu", torch.float32)
+                              for key, value in state.items()})
+        twin = _CPU_VAES[vae] = twin.to("cpu", torch.float32).eval().requires_grad_(False)
+    return twin
 
 
 @torch.no_grad()
@@ -317,20 +377,27 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     check_inputs(pipe)
     unet, device = pipe.unet, pipe.unet.device
     f = vae_scale_factor(pipe.vae)
-    vae = _vae(pipe, plan.cpu_vae)
+    vae = cpu_vae(pipe.vae) if plan.cpu_vae else pipe.vae
     vae_tile = plan.vae_tile // f
 
-    # 1. Scheduler and timesteps.
+    # 1. Scheduler and timesteps (PNDM has more timesteps than steps: count timesteps).
     scheduler = make_scheduler(plan.scheduler, pipe.scheduler)
     scheduler.set_timesteps(plan.steps, device=device)
     timesteps = scheduler.timesteps
+    total = len(timesteps)
 
     # 2. Windows, and the embeddings of every distinct text, computed once.
     rows = TextRows()
     native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
+    if plan.window_stride is not None and plan.window_stride > native:
+        raise InputError(f"window_stride: {plan.window_stride} is larger than the {native} px "
+                         "window, which would leave gaps")
     size = native // f
     stride = size // 2 if plan.window_stride is None else plan.window_stride // f
-    windows = prompt_windows(plan, f, rows) + brush_windows(plan, f, size, max(1, stride), rows)
+    cfg = getattr(unet.config, "time_cond_proj_dim", None) is None
+    windows = prompt_windows(plan, f, rows, cfg=cfg) + brush_windows(
+        plan, f, size, max(1, stride), rows, cfg=cfg
+    )
     for window in windows:
         window.weight = window.weight.to(device)
         window.keep = None if window.keep is None else window.keep.to(device)
@@ -346,7 +413,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         (
             tuple(edge // f for edge in image.box),
             encode_tiled(vae, image.pixels, vae_tile, vae_tile // 4).to(device),
-            plan.steps - min(int(plan.steps * image.strength), plan.steps),
+            _hold_until(image.strength, plan.steps, total, scheduler.order),
         )
         for image in plan.images
     ]
@@ -378,13 +445,24 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         eps = blend(latents.shape, windows, predictions)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if callback is not None:
-            callback(i + 1, plan.steps)
+            callback(i + 1, total)
     for box, reference, start in images:
-        if start >= plan.steps:
+        if start >= total:
             latents[_slice(box)] = reference
 
     # 6. Decode, tiled.
     return decode_tiled(vae, latents, vae_tile, vae_tile // 4)
+
+
+def _hold_until(strength: float, steps: int, total: int, order: int) -> int:
+    """The last timestep index at which an image region is set to its noised reference.
+
+    As diffusers' img2img, ``int(steps * strength)`` steps denoise it, starting at timestep
+    index ``(steps - that) * order``; with none (strength 0) it is held through all ``total``
+    timesteps and restored at the end.
+    """
+    free = min(int(steps * strength), steps)
+    return total if free == 0 else (steps - free) * order
 
 
 def _slice(box: Box) -> tuple[slice, ...]:

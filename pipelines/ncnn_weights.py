@@ -37,21 +37,35 @@ class NcnnLayer:
 def read_param(path: str | Path) -> list[NcnnLayer]:
     """Parse a text `.param` file (magic 7767517) into its layers, in order."""
     path = Path(path)
-    lines = path.read_text().split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not an ncnn .param file (not text)") from None
     if not lines or lines[0].strip() != "7767517":
         raise InputError(f"{path}: not an ncnn .param file (bad magic)")
     layers = []
-    for line in lines[2:]:
+    for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
             continue
-        kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
-        params = {}
-        for item in fields[4 + n_in + n_out :]:
-            key, _, value = item.partition("=")
-            params[int(key)] = value
+        try:
+            kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
+            params = {}
+            for item in fields[4 + n_in + n_out :]:
+                key, _, value = item.partition("=")
+                params[int(key)] = value
+        except (IndexError, ValueError):
+            raise InputError(f"{path}: line {number}: not an ncnn layer line") from None
         layers.append(NcnnLayer(kind, name, params))
     return layers
+
+
+def _int_param(layer: NcnnLayer, key: int, default: str | None, path: Path) -> int:
+    """Integer parameter `key` of `layer`; a missing or malformed one names the file."""
+    value = layer.params.get(key, default)
+    if value is None or not value.lstrip("-").isdigit():
+        raise InputError(f"{path}: {layer.name}: bad or missing parameter {key}")
+    return int(value)
 
 
 def _take(data: memoryview, offset: int, dtype: str, count: int, path: Path) -> np.ndarray:
@@ -67,14 +81,16 @@ def read_weights(param: str | Path, bin_path: str | Path) -> list[np.ndarray]:
     A Convolution gives its weight `(out, in, k, k)` then its bias `(out,)`; a PReLU its
     slopes `(channels,)`. Layers without weights are skipped.
     """
-    bin_path = Path(bin_path)
+    param, bin_path = Path(param), Path(bin_path)
     data = memoryview(bin_path.read_bytes())
     arrays: list[np.ndarray] = []
     offset = 0
     for layer in read_param(param):
         if layer.kind == "Convolution":
-            n_out, kernel = int(layer.params[0]), int(layer.params.get(1, "1"))
-            n_weights = int(layer.params[6])
+            n_out, kernel = _int_param(layer, 0, None, param), _int_param(layer, 1, "1", param)
+            n_weights = _int_param(layer, 6, None, param)
+            if n_out <= 0 or kernel <= 0 or n_weights <= 0 or n_weights % (n_out * kernel**2):
+                raise InputError(f"{param}: {layer.name}: inconsistent convolution sizes")
             (tag,) = _take(data, offset, "<u4", 1, bin_path)
             offset += 4
             if tag == _FP16_TAG:
@@ -88,11 +104,13 @@ def read_weights(param: str | Path, bin_path: str | Path) -> list[np.ndarray]:
                 raise InputError(f"{bin_path}: {layer.name}: unsupported weight tag {tag:#x}")
             n_in = n_weights // (n_out * kernel * kernel)
             arrays.append(weight.astype(np.float32).reshape(n_out, n_in, kernel, kernel))
-            if int(layer.params.get(5, "0")):
+            if _int_param(layer, 5, "0", param):
                 arrays.append(_take(data, offset, "<f4", n_out, bin_path).copy())
                 offset += 4 * n_out
         elif layer.kind == "PReLU":
-            n_slope = int(layer.params.get(0, "1"))
+            n_slope = _int_param(layer, 0, "1", param)
+            if n_slope <= 0:
+                raise InputError(f"{param}: {layer.name}: bad PReLU size {n_slope}")
             arrays.append(_take(data, offset, "<f4", n_slope, bin_path).copy())
             offset += 4 * n_slope
     if offset != len(data):

@@ -7,10 +7,13 @@ each is decoded alone and the results cross-fade over the overlaps with linear r
 
 Rows of tiles are decoded top to bottom and, once a row is done, every pixel row above the next
 row of tiles is final: it is divided by its weight, rounded to uint8 and dropped from the
-float buffers. Peak memory is one band of floats (a tile high, the canvas wide) plus one tile's
-activations, instead of the whole canvas's activations. A canvas that fits in one tile is
-decoded in one pass, exactly as diffusers does. Encoding (for image regions) is the mirror
-image, blended in latent space.
+float buffers. Peak memory is the whole uint8 output (3 bytes a pixel, which the caller keeps)
+plus one band of float32 value and weight buffers (a tile high, the canvas wide: 16 bytes a
+pixel) plus one tile's activations, instead of the whole canvas's activations. A canvas that
+fits in one tile is decoded in one pass, exactly as diffusers does. Encoding (for image
+regions) is the mirror image, blended in latent space: besides the caller's uint8 image it
+holds the float32 latent buffers (the image's size over ``f * f``) and converts one tile's
+pixels to floats at a time.
 """
 
 from __future__ import annotations
@@ -98,6 +101,12 @@ def decode_tiled(vae: Any, latents: torch.Tensor, tile: int, overlap: int) -> np
     return out
 
 
+def _pixels(crop: np.ndarray) -> torch.Tensor:
+    """An ``(h, w, 3)`` uint8 crop as the VAE's ``(1, 3, h, w)`` float32 input in [-1, 1]."""
+    pixels = torch.from_numpy(np.array(crop, np.float32)).permute(2, 0, 1)[None]
+    return pixels / 255.0 * 2.0 - 1.0
+
+
 @torch.no_grad()
 def encode_tiled(vae: Any, image: np.ndarray, tile: int, overlap: int) -> torch.Tensor:
     """Encode an ``(H, W, 3)`` uint8 image to ``(1, C, H/f, W/f)`` scaled float32 latents (CPU).
@@ -109,8 +118,6 @@ def encode_tiled(vae: Any, image: np.ndarray, tile: int, overlap: int) -> torch.
         raise ValueError(f"vae tiles: overlap {overlap} must be in 0..{tile - 1}")
     f = vae_scale_factor(vae)
     height, width = image.shape[0] // f, image.shape[1] // f
-    pixels = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)[None]
-    pixels = pixels / 255.0 * 2.0 - 1.0
     rows = window_spans(height, tile, tile - overlap)
     cols = window_spans(width, tile, tile - overlap)
     wy, wx = _ramps(rows, 1), _ramps(cols, 1)
@@ -118,7 +125,7 @@ def encode_tiled(vae: Any, image: np.ndarray, tile: int, overlap: int) -> torch.
     weight = torch.zeros(1, 1, height, width)
     for (top, bottom), wr in zip(rows, wy, strict=True):
         for (left, right), wc in zip(cols, wx, strict=True):
-            crop = pixels[:, :, top * f : bottom * f, left * f : right * f]
+            crop = _pixels(image[top * f : bottom * f, left * f : right * f])
             latent = vae.encode(crop.to(vae.device, vae.dtype)).latent_dist.mode()
             latent = latent.float().cpu() * vae.config.scaling_factor
             w = torch.from_numpy(wr[:, None] * wc[None, :])

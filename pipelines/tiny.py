@@ -6,8 +6,10 @@ and a byte-level CLIP tokenizer with no merges. Seeded, so every build gives the
 Its images are noise-like, but every code path (loading, schedulers, batching, seeds) is real.
 
 - `tiny_pipeline(kind="sd")`: the `StableDiffusionPipeline` (``kind="sdxl"``: a
-  `StableDiffusionXLPipeline` with two text encoders and pooled, size-conditioned embeddings),
-  float32 on the CPU.
+  `StableDiffusionXLPipeline` with two text encoders and pooled, size-conditioned embeddings;
+  ``kind="lcm"``: a `LatentConsistencyModelPipeline` whose UNet, like LCM-distilled ones, takes
+  the guidance scale's embedding, ``time_cond_proj_dim``, with an `LCMScheduler`), float32 on
+  the CPU.
 - `save_tiny_pipeline(path, kind="sd")`: write it as a diffusers directory that
   `load_pipeline` accepts.
 - `save_tiny_single_file(path)`: write it as one original-layout (LDM) ``.safetensors``
@@ -33,6 +35,8 @@ TINY_SEED = 0
 TEXT_HIDDEN = 32
 MAX_TOKENS = 77
 SDXL_TIME_DIM = 8  # SDXL embeds 6 numbers (original size, crop, target size) at this width
+LCM_COND_DIM = 32  # width of the guidance embedding an LCM UNet adds to its time embedding
+KINDS = ("sd", "sdxl", "lcm")
 
 
 def _byte_symbols() -> list[str]:
@@ -76,7 +80,7 @@ def _text_config(tokenizer: Any) -> Any:
     )
 
 
-def _unet(sdxl: bool) -> Any:
+def _unet(kind: str) -> Any:
     from diffusers import UNet2DConditionModel
 
     blocks = {
@@ -88,7 +92,10 @@ def _unet(sdxl: bool) -> Any:
         "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
         "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
     }
-    if not sdxl:
+    if kind == "lcm":
+        return UNet2DConditionModel(**blocks, cross_attention_dim=TEXT_HIDDEN,
+                                    time_cond_proj_dim=LCM_COND_DIM)
+    if kind == "sd":
         return UNet2DConditionModel(**blocks, cross_attention_dim=TEXT_HIDDEN)
     return UNet2DConditionModel(
         **blocks,
@@ -102,15 +109,15 @@ def _unet(sdxl: bool) -> Any:
 
 
 def _tiny_components(kind: str) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, DDIMScheduler
+    from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind not in ("sd", "sdxl"):
-        raise ValueError(f"kind: unknown tiny model {kind!r} (use sd or sdxl)")
+    if kind not in KINDS:
+        raise ValueError(f"kind: unknown tiny model {kind!r} (use {', '.join(KINDS)})")
     tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        unet = _unet(kind == "sdxl")
+        unet = _unet(kind)
         torch.manual_seed(TINY_SEED)
         vae = AutoencoderKL(
             block_out_channels=(32, 64),
@@ -134,6 +141,8 @@ def _tiny_components(kind: str) -> dict[str, Any]:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    if kind == "lcm":
+        scheduler = LCMScheduler.from_config(scheduler.config)
     components = {
         "unet": unet.eval(),
         "vae": vae.eval(),
@@ -149,10 +158,16 @@ def _tiny_components(kind: str) -> dict[str, Any]:
 
 
 def tiny_pipeline(kind: str = "sd") -> Any:
-    """The tiny ``sd`` or ``sdxl`` text-to-image pipeline (float32, CPU, progress bar off)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """The tiny ``sd``, ``sdxl`` or ``lcm`` text-to-image pipeline (float32, CPU, progress bar
+    off)."""
+    from diffusers import (
+        LatentConsistencyModelPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
-    pipeline_class = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    pipeline_class = {"sdxl": StableDiffusionXLPipeline,
+                      "lcm": LatentConsistencyModelPipeline}.get(kind, StableDiffusionPipeline)
     pipe = pipeline_class(**_tiny_components(kind))
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -109,7 +109,8 @@ def test_resume_after_the_build_process_is_killed(examples_dir, tmp_path, dask_c
     process.wait()
     survivors = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     assert 30 <= len(survivors) < 273
-    assert not list(out.rglob("*.tmp"))
+    interrupted_write = out / "nodes" / ".0_0.png.1.tmp"  # as a write cut short by SIGKILL
+    interrupted_write.write_bytes(b"\x89PNG partial")
 
     config = build_config_from_dict(
         {"seed": 3, "size": 64, "grid": 4, "depth": 2, "out": str(out),
@@ -124,6 +125,7 @@ def test_resume_after_the_build_process_is_killed(examples_dir, tmp_path, dask_c
                           publish=False)
     assert reference.computed == 273
     assert node_files(out) == node_files(tmp_path / "ref")
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_changed_settings_are_refused_unless_forced(examples_dir, tmp_path, dask_client):

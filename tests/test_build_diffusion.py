@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypermosaic.build import run_build
+from hypermosaic.build import regenerate_node, run_build
 from hypermosaic.config import build_config_from_dict
+from hypermosaic.errors import InputError
 from hypermosaic.pipelines.tiny import save_tiny_pipeline
 from hypermosaic.store import Store
+from hypermosaic.tasks import torch_threads
 from hypermosaic.tree import ROOT
 
 
@@ -73,3 +75,45 @@ def test_diffusion_build_offline_is_deterministic(
     first_nodes, second_nodes = node_bytes(first.out), node_bytes(second.out)
     assert len(first_nodes) == 5
     assert first_nodes == second_nodes
+
+
+def test_resumed_and_regenerated_diffusion_nodes_equal_the_uninterrupted_build(
+    tiny_dir: Path, tmp_path: Path, local_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch-mates change diffusion bytes by a level, so batches are fixed by the plan.
+
+    With ``batch_size = 3`` the four tiles run as [0_0, 0_1, 1_0] and [1_1]. A build that lost
+    0_1 re-runs its whole batch and writes 0_1 alone; regenerating 1_0 does the same.
+    """
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reference = config(tiny_dir, tmp_path / "reference")
+    assert run_build(reference, client=local_client, publish=False).ok
+    expected = node_bytes(reference.out)
+
+    interrupted = config(tiny_dir, tmp_path / "interrupted")
+    assert run_build(interrupted, client=local_client, publish=False).ok
+    store = Store(interrupted.out, "png")
+    store.node_path(((0, 1),)).unlink()
+    survivors = {p: p.stat().st_mtime_ns for p in store.nodes_dir.rglob("*.png")}
+    resumed = run_build(interrupted, client=local_client, publish=False)
+    assert resumed.ok and resumed.computed == 1 and resumed.reused == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in survivors.items())
+    assert node_bytes(interrupted.out) == expected
+
+    # the workers ran with one torch thread per core; this process's own count must not matter
+    with torch_threads(1):
+        for address in [((1, 0),), ((1, 1),)]:
+            stored = Store(reference.out, "png").read_node(address)
+            assert regenerate_node(reference, address) == stored
+
+
+def test_a_changed_diffusion_batch_size_is_refused(
+    tiny_dir: Path, tmp_path: Path, local_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    first = config(tiny_dir, tmp_path / "b")
+    assert run_build(first, client=local_client, publish=False).ok
+    other = first.model_copy(update={"diffusion": first.diffusion.model_copy(
+        update={"batch_size": 2})})
+    with pytest.raises(InputError, match="different settings \\(depth 0 changes\\)"):
+        run_build(other, client=local_client, publish=False)

@@ -12,12 +12,16 @@ import torch
 
 from hypermosaic.canvas_config import canvas_config_from_dict, load_canvas_config
 from hypermosaic.canvas_plan import plan_canvas
+from hypermosaic.errors import InputError
 from hypermosaic.pipelines.canvas import (
     Window,
     _guided,
     blend,
+    cpu_vae,
+    guidance_embedding,
     initial_noise,
     render_canvas,
+    window_input,
 )
 from hypermosaic.pipelines.engine import to_uint8
 from hypermosaic.pipelines.models import make_scheduler
@@ -51,7 +55,7 @@ def assert_same_image(a: np.ndarray, b: np.ndarray) -> None:
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
-@pytest.mark.parametrize("scheduler", ["default", "euler_ancestral"])
+@pytest.mark.parametrize("scheduler", ["default", "euler", "euler_ancestral", "lms", "dpm++2m"])
 def test_one_region_at_native_size_equals_diffusers_text_to_image(pipe, scheduler):
     plan = plan_of({"width": NATIVE, "height": NATIVE, "steps": 2, "seed": 11,
                     "scheduler": scheduler, "guidance": 6.0,
@@ -65,6 +69,61 @@ def test_one_region_at_native_size_equals_diffusers_text_to_image(pipe, schedule
         generator=torch.Generator().manual_seed(11), output_type="np",
     ).images[0]
     assert_same_image(ours, to_uint8(theirs))
+
+
+def test_guidance_embedding_is_diffusers_lcm_embedding():
+    from diffusers import LatentConsistencyModelPipeline
+
+    w = torch.tensor([0.0, 4.5, 7.0])
+    for dim in (32, 33, 256):
+        theirs = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, dim)
+        assert torch.allclose(guidance_embedding(w, dim), theirs, atol=1e-6)
+
+
+def test_lcm_unet_canvas_equals_diffusers_latent_consistency_pipeline():
+    """A guidance-embedding UNet: ``timestep_cond`` passed, classifier-free guidance off."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    from hypermosaic.pipelines.tiny import tiny_pipeline
+
+    lcm = tiny_pipeline("lcm")
+    assert isinstance(lcm, LatentConsistencyModelPipeline)
+    assert lcm.unet.config.time_cond_proj_dim
+    plan = plan_of({"width": NATIVE, "height": NATIVE, "steps": 3, "seed": 12,
+                    "scheduler": "lcm", "guidance": 6.0, "negative_prompt": "ignored",
+                    "regions": [text(0, NATIVE, 0, NATIVE)]})
+    ours = render_canvas(lcm, plan)
+    theirs = lcm(
+        "a red house", height=NATIVE, width=NATIVE, num_inference_steps=3, guidance_scale=6.0,
+        generator=torch.Generator().manual_seed(12), output_type="np",
+    ).images[0]
+    assert_same_image(ours, to_uint8(theirs))
+    other = render_canvas(lcm, dataclasses.replace(
+        plan, prompts=(dataclasses.replace(plan.prompts[0], guidance=2.0),)))
+    assert np.abs(other.astype(int) - ours.astype(int)).max() > 1  # the guidance reaches it
+
+
+def test_pndm_reports_every_timestep_and_holds_images_to_the_end(pipe, tmp_path):
+    from PIL import Image
+
+    steps = 4
+    scheduler = make_scheduler("pndm", pipe.scheduler)
+    scheduler.set_timesteps(steps)
+    total = len(scheduler.timesteps)
+    assert total > steps  # PNDM's Runge-Kutta warm-up adds timesteps
+    reference = np.kron(np.random.default_rng(2).integers(0, 256, (4, 4, 3)),
+                        np.ones((8, 8, 1))).astype(np.uint8)
+    Image.fromarray(reference).save(tmp_path / "ref.png")
+    base = {"width": 32, "height": 32, "steps": steps, "seed": 4, "regions": [text(0, 32, 0, 32)]}
+    calls: list[tuple[int, int]] = []
+    render_canvas(pipe, plan_of({**base, "scheduler": "pndm"}),
+                  lambda step, of: calls.append((step, of)))
+    assert calls == [(i, total) for i in range(1, total + 1)]
+    image = {"kind": "image", "top": 0, "bottom": 32, "left": 0, "right": 32, "image": "ref.png",
+             "strength": 0.0}
+    held = {**base, "regions": base["regions"] + [image]}
+    assert np.array_equal(render_canvas(pipe, plan_of({**held, "scheduler": "pndm"}, tmp_path)),
+                          render_canvas(pipe, plan_of(held, tmp_path)))
 
 
 def test_batched_windows_equal_one_window_per_unet_call(pipe):
@@ -168,14 +227,34 @@ def test_image_region_at_strength_zero_is_its_reference_through_the_vae(pipe, tm
     assert_same_image(render_canvas(pipe, plan), expected)
 
 
-def test_json_example_and_toml_twin_give_the_same_image(pipe):
+def test_json_example_and_toml_twin_give_the_same_image(tmp_path):
+    """The JSON example, shrunk, through the command line against its TOML twin, shrunk the
+    same way, planned and rendered in this process with the same model."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from hypermosaic.cli import cli
+    from hypermosaic.pipelines.models import load_pipeline
+    from hypermosaic.pipelines.tiny import save_tiny_pipeline
+
     small = {"steps": 1, "grid.tile_height": 32, "grid.tile_width": 32,
              "grid.tile_row_overlap": 16, "grid.tile_col_overlap": 16}
     plans = [plan_canvas(load_canvas_config(EXAMPLES / name, small))
              for name in ("forest.json", "forest.toml")]
     assert plans[0] == plans[1] and (plans[0].height, plans[0].width) == (32, 176)
-    first, second = (render_canvas(pipe, plan) for plan in plans)
-    assert np.array_equal(first, second)
+    raw = json.loads((EXAMPLES / "forest.json").read_text())
+    raw.update(steps=1, tile_height=32, tile_width=32, tile_row_overlap=16, tile_col_overlap=16)
+    (tmp_path / "forest.json").write_text(json.dumps(raw))
+    model = save_tiny_pipeline(tmp_path / "tiny")
+    result = CliRunner().invoke(cli, ["canvas", str(tmp_path / "forest.json"), "--model",
+                                      str(model), "--out", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    from_cli = np.asarray(Image.open(tmp_path / f"forest-{raw['seed']}.png"))
+    from_toml = render_canvas(load_pipeline(str(model), device="cpu", dtype=torch.float32),
+                              plans[1])
+    assert np.array_equal(from_cli, from_toml)
 
 
 def test_a_full_brush_equals_a_full_constant_text_region(pipe, tmp_path):
@@ -187,6 +266,94 @@ def test_a_full_brush_equals_a_full_constant_text_region(pipe, tmp_path):
     as_brush = plan_of({**base, "regions": [
         {"kind": "brush", "mask": "all.png", "prompt": "a red house"}]}, base=tmp_path)
     assert np.array_equal(render_canvas(pipe, as_text), render_canvas(pipe, as_brush))
+
+
+def test_bootstrap_mixes_the_background_outside_a_brush():
+    keep = torch.zeros(1, 1, 4, 6)
+    keep[..., :, :2] = 1.0
+    keep[..., :, 2] = 0.25
+    window = Window((2, 6, 1, 7), (0, 1), (1.0,), 5.0, True, torch.ones(1, 1, 4, 6), keep)
+    scaled = torch.randn(1, 4, 8, 8)
+    background = torch.randn(1, 4, 4, 6)
+    seen = window_input(window, scaled, {window.box: background})
+    canvas = scaled[:, :, 2:6, 1:7]
+    assert torch.equal(seen[..., :2], canvas[..., :2])
+    assert torch.equal(seen[..., 3:], background[..., 3:])
+    assert torch.allclose(seen[..., 2], 0.25 * canvas[..., 2] + 0.75 * background[..., 2])
+    assert torch.equal(window_input(window, scaled), canvas)  # after the bootstrap steps
+
+
+class RecordingUnet:
+    """The tiny UNet, keeping a copy of every input batch."""
+
+    def __init__(self, unet):
+        self.unet, self.config, self.device, self.dtype = unet, unet.config, unet.device, unet.dtype
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, x, t, **kwargs):
+        self.inputs.append(x.clone())
+        return self.unet(x, t, **kwargs)
+
+
+def test_bootstrap_separates_a_partial_brush_for_its_first_steps(pipe, tmp_path):
+    from PIL import Image
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, :16] = 255
+    Image.fromarray(mask).save(tmp_path / "left.png")
+    raw = {"width": 32, "height": 32, "steps": 2, "seed": 6, "guidance": 5.0,
+           "background": {"prompt": "a blue lake"},
+           "regions": [{"kind": "brush", "mask": "left.png", "prompt": "a red house"}]}
+    separated = plan_of({**raw, "bootstrap_steps": 1}, tmp_path)
+    mixed = plan_of(raw, tmp_path)
+    assert not np.array_equal(render_canvas(pipe, separated), render_canvas(pipe, mixed))
+
+    recorder = SimpleNamespace(unet=RecordingUnet(pipe.unet), vae=pipe.vae,
+                               scheduler=pipe.scheduler, encode_prompt=pipe.encode_prompt)
+    render_canvas(recorder, separated)
+    first, second = recorder.unet.inputs  # one call a step: brush rows, then background rows
+    white = encode_tiled(pipe.vae, np.full((32, 32, 3), 255, np.uint8), 256, 64)
+    scheduler = make_scheduler("default", pipe.scheduler)
+    scheduler.set_timesteps(2)
+    noise, _ = initial_noise(separated, 4, 2)
+    background = scheduler.add_noise(white, noise, scheduler.timesteps[:1])
+    brush, canvas = first[0:1], first[2:3]
+    assert torch.equal(brush[..., :8], canvas[..., :8])  # its own area: the canvas
+    assert torch.allclose(brush[..., 8:], background[..., 8:], atol=1e-5)  # the rest: white
+    assert not torch.allclose(canvas[..., 8:], background[..., 8:], atol=1e-2)
+    assert torch.equal(second[0:1], second[2:3])  # bootstrap over: both see the canvas
+
+
+def test_cpu_vae_is_a_cached_float32_copy_and_renders_the_same(pipe):
+    import copy
+
+    plan = plan_of({"width": 32, "height": 32, "steps": 1, "seed": 3,
+                    "regions": [text(0, 32, 0, 32)]})
+    assert cpu_vae(pipe.vae) is pipe.vae
+    assert np.array_equal(render_canvas(pipe, dataclasses.replace(plan, cpu_vae=True)),
+                          render_canvas(pipe, plan))
+    half = copy.deepcopy(pipe.vae).to(torch.bfloat16)
+    twin = cpu_vae(half)
+    assert twin is cpu_vae(half) and twin is not half
+    assert twin.dtype == torch.float32 and half.dtype == torch.bfloat16
+    for (name, ours), (_, theirs) in zip(twin.state_dict().items(), half.state_dict().items(),
+                                         strict=True):
+        assert torch.equal(ours, theirs.float()), name
+    with_half = SimpleNamespace(unet=pipe.unet, vae=half, scheduler=pipe.scheduler,
+                                encode_prompt=pipe.encode_prompt)
+    with_twin = SimpleNamespace(**{**vars(with_half), "vae": twin})
+    assert np.array_equal(render_canvas(with_half, dataclasses.replace(plan, cpu_vae=True)),
+                          render_canvas(with_twin, plan))
+
+
+def test_window_stride_beyond_the_window_is_an_input_error(pipe, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (96, 32), 255).save(tmp_path / "all.png")
+    plan = plan_of({"width": 96, "height": 32, "window_stride": 72, "regions": [
+        {"kind": "brush", "mask": "all.png", "prompt": "p"}]}, tmp_path)
+    with pytest.raises(InputError, match="window_stride: 72 is larger than the 64 px window"):
+        render_canvas(pipe, plan)
 
 
 class PointwiseVae:

@@ -56,6 +56,11 @@ def test_gaussian_profile_matches_its_formula():
     p = gaussian_profile(9)
     assert p.argmax() == 4 and np.allclose(p, p[::-1])
     assert p[0] > 0 and p[0] < 1e-3 * p[4]
+    peak = 1 / np.sqrt(2 * np.pi * 0.01)
+    for n, edge in ((8, 2.8e-4), (64, 2.2e-5), (4096, 1.5e-5)):  # as the module says
+        p = gaussian_profile(n)
+        assert np.isclose(p[0], peak * np.exp(-12.5 * (1 - 1 / n) ** 2), rtol=1e-9)
+        assert np.isclose(p[0], edge, rtol=0.05)
 
 
 def test_quartic_profile_is_the_biweight_kernel_and_positive():
@@ -120,11 +125,17 @@ def test_json_example_and_toml_twin_give_the_same_plan():
     assert from_json.scheduler == "lms" and from_json.cpu_vae and from_json.steps == 50
 
 
-@pytest.mark.parametrize("name", ["forest.json", "forest.toml", "landscape.toml",
-                                  "image_region.toml", "brushes.toml"])
-def test_canvas_examples_plan(name):
+@pytest.mark.parametrize(("name", "size", "parts"), [
+    ("forest.json", (768, 2816), (10, 0, 0)),
+    ("forest.toml", (768, 2816), (10, 0, 0)),
+    ("landscape.toml", (640, 1408), (3, 0, 0)),
+    ("image_region.toml", (800, 352), (1, 0, 1)),
+    ("brushes.toml", (512, 768), (0, 3, 0)),
+])
+def test_canvas_examples_plan(name, size, parts):
     plan = plan_canvas(load_canvas_config(EXAMPLES / name))
-    assert coverage(plan).all()
+    assert (plan.height, plan.width) == size
+    assert (len(plan.prompts), len(plan.brushes), len(plan.images)) == parts
 
 
 def test_prompt_ensembles_parse():
@@ -237,6 +248,56 @@ def test_json_errors_use_the_json_keys(tmp_path):
         load_canvas_config(path)
     path.write_text(json.dumps({"prompt": [["a"]], "guidance": 3}))
     with pytest.raises(InputError, match="bad.json: guidance: unknown key"):
+        load_canvas_config(path)
+
+
+GENERATE_GRID_LOG = {  # what Mixture of Diffusers' generate_grid.py logs (prompts shortened)
+    "prompt": [["space", "an archway", "a supernova", "an archway", "space"],
+               ["a portal", "space", "a hooded figure", "space", "a city"]],
+    "tile_height": 640, "tile_width": 640, "tile_row_overlap": 256, "tile_col_overlap": 256,
+    "scheduler": "lms", "seed": 4821955176, "gc": 8, "steps": 100,
+    "gc_tiles": [[None, 8.0, None, None, None], [None, None, 8.0, None, 6.0]],
+    "seed_tiles": [[None, None, None, None, None], [9210074984, None, None, None, 9546803418]],
+    "seed_tiles_mode": "full",
+    "seed_reroll_regions": [[0, 366, 990, 1228, 8979961135], [759, 1022, 1200, 1348, 2737442638]],
+    "cpu_vae": True,
+    "git_commit": "aaec4f4c4ed58ed7cd5e10f8f60fe3657e7e7a0e",
+}
+
+
+def test_generate_grid_logs_load_as_they_are(tmp_path):
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(GENERATE_GRID_LOG))
+    plan = plan_canvas(load_canvas_config(path))
+    assert (plan.height, plan.width) == (1024, 2176) and plan.steps == 100
+    rerolls = [(e.seed, e.draw, e.write) for e in plan.noise_edits if e.name.startswith("regions")]
+    assert rerolls == [  # pixel coordinates floored to the 8-pixel latent grid, as there
+        (8979961135, (0, 360, 984, 1224), (0, 360, 984, 1224)),
+        (2737442638, (752, 1016, 1200, 1344), (752, 1016, 1200, 1344)),
+    ]
+    path.write_text(json.dumps({**GENERATE_GRID_LOG, "git_comit": "abc"}))
+    with pytest.raises(InputError, match="log.json: git_comit: unknown key"):
+        load_canvas_config(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"seed_reroll_regions": [[0, 366, 990, 2180, 1]]},
+     r"seed_reroll_regions\[0\]: right 2180 is outside the canvas \(width 2176\)"),
+    ({"seed_reroll_regions": [[0, 8, 0, 8, 1], [100, 90, 0, 8, 1]]},
+     r"seed_reroll_regions\[1\]: rows 100-90 hold no whole latent position"),
+    ({"seed_reroll_regions": [[0, 8, 3, 7, 1]]},
+     r"seed_reroll_regions\[0\]: columns 3-7 hold no whole latent position"),
+    ({"seed_reroll_regions": [[-8, 8, 0, 8, 1]]},
+     r"seed_reroll_regions\[0\]: top -8 is outside the canvas"),
+    ({"seed_reroll_regions": [[0, 8, 0, 8, -1]]}, r"seed_reroll_regions\[0\]\[4\]: "),
+    ({"seed_tiles_mode": [1]}, "seed_tiles_mode: a mode .* or a grid of modes"),
+    ({"seed_tiles_mode": [["full"] * 5, ["full", 1, "full", "full", "full"]]},
+     "seed_tiles_mode: 1 is not a seed mode"),
+])
+def test_bad_generate_grid_logs_name_the_json_key(tmp_path, change, message):
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps({**GENERATE_GRID_LOG, **change}))
+    with pytest.raises(InputError, match=f"log.json: {message}"):
         load_canvas_config(path)
 
 

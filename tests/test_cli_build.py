@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from hypermosaic.cli import cli
+from hypermosaic.images import MAX_INPUT_PIXELS
+from hypermosaic.store import Store
 
 
 def _png_header_claiming(width: int, height: int) -> bytes:
@@ -65,6 +67,9 @@ def test_grid_that_does_not_divide_the_size(tmp_path):
         (None, "no such image file"),
         (b"\x89PNG\r\n\x1a\n garbage " * 10, "not a readable image"),
         (_png_header_claiming(100_000, 90_000), "pixels"),
+        # just above our limit and below nothing else: our header check, not Pillow's
+        (_png_header_claiming(16_385, 16_384), "header claims 16385x16384 pixels, more than "
+                                                f"the {MAX_INPUT_PIXELS:,} allowed"),
     ],
 )
 def test_bad_primary_image_exits_2_and_leaves_existing_output_untouched(tmp_path, content,
@@ -104,3 +109,71 @@ def test_missing_diffusion_model_exits_2_before_writing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "diffusion.model" in result.output and "no-such-model" in result.output
     assert not out.exists()
+
+
+def _one_error_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_negative_depth_in_the_file_exits_2_naming_depth(tmp_path):
+    config = _write_config(tmp_path, "")
+    config.write_text(config.read_text().replace("depth = 1", "depth = -1"))
+    out = tmp_path / "out"
+    result = _invoke(str(config), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert "c.toml: depth: Input should be greater than or equal to 0" in line
+    assert not out.exists()
+
+
+def _missing(folder: Path) -> None:
+    pass
+
+
+def _empty(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+
+
+def _unreadable(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "a.png").write_bytes((Path(__file__).resolve().parents[1]
+                                    / "examples/images/coffee.png").read_bytes())
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage " * 10)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_missing, "photos is not a folder of images"),
+        (_empty, "photos holds no images"),
+        (_unreadable, "b.png: not a readable image"),
+    ],
+)
+def test_bad_recolor_source_exits_2_before_anything_is_written(tmp_path, make, message):
+    folder = tmp_path / "photos"
+    make(folder)
+    config = _write_config(tmp_path, f'[recolor]\nsource = "{folder}"\n')
+    out = tmp_path / "out"
+    result = _invoke(str(config), "--out", str(out), "--workers", "1")
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert line.startswith("Error: recolor.source: ") and message in line
+    assert not out.exists()
+
+
+def test_a_tile_that_keeps_failing_exits_1_naming_it(tmp_path):
+    config = _write_config(tmp_path, "[tiles]\nstrength = 0.5\n")
+    out = tmp_path / "out"
+    first = _invoke(str(config), "--out", str(out), "--workers", "1", "--no-publish")
+    assert first.exit_code == 0, first.output
+    Store(out).node_path(((1, 0),)).write_bytes(b"\x89PNG not really")
+    result = _invoke(str(config), "--out", str(out), "--workers", "1", "--no-publish",
+                     "--depth", "2")
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: 4 nodes failed (1_0/0_0, 1_0/0_1, 1_0/1_0, 1_0/1_1)")
+    assert "failed node 1_0/1_1" in result.output
+    assert Store(out).has(((0, 1), (1, 1)))

@@ -76,3 +76,51 @@ def test_fingerprints_change_with_pixels_not_with_depth():
     assert stronger.fingerprints()["1"] == base.fingerprints()["1"]
     assert stronger.fingerprints()["2"] != base.fingerprints()["2"]
     assert _config(depth=2, grid=4, seed=1).fingerprints()["0"] != base.fingerprints()["0"]
+
+
+def test_diffusion_batch_size_is_in_the_fingerprints_and_device_is_not():
+    raw = {"engine": "diffusion", "primary": {"prompt": "a turtle"}, "size": 64, "grid": 2}
+    base = _config(**raw, diffusion={"model": "m", "batch_size": 4}).fingerprints()
+    smaller = _config(**raw, diffusion={"model": "m", "batch_size": 2}).fingerprints()
+    on_cpu = _config(**raw, diffusion={"model": "m", "batch_size": 4, "device": "cpu"})
+    assert smaller["0"] != base["0"]
+    assert on_cpu.fingerprints() == base
+
+
+def test_fingerprints_follow_the_primary_image_bytes_not_its_path(tmp_path):
+    image = (EXAMPLES / "images" / "chelsea.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(image)
+    (tmp_path / "b.png").write_bytes(image)
+    first = _config(primary={"image": str(tmp_path / "a.png")}).fingerprints()
+    assert _config(primary={"image": str(tmp_path / "b.png")}).fingerprints() == first
+    (tmp_path / "a.png").write_bytes((EXAMPLES / "images" / "coffee.png").read_bytes())
+    assert _config(primary={"image": str(tmp_path / "a.png")}).fingerprints()["0"] != first["0"]
+
+
+def test_a_single_file_model_counts_by_content(tmp_path):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"\0" * 3_000_000)
+    raw = {"engine": "diffusion", "primary": {"prompt": "a turtle"}, "size": 64, "grid": 2,
+           "diffusion": {"model": str(model)}}
+    before = _config(**raw).fingerprints()
+    model.write_bytes(b"\0" * 2_999_999 + b"\1")  # same size, last byte changed
+    assert _config(**raw).fingerprints()["0"] != before["0"]
+
+
+def test_a_short_focus_path_continues_through_the_central_tile():
+    config = _config(depth=3, grid=4, focus={"path": [[1, 1]]})
+    assert config.plan().path == ((1, 1), (2, 2), (2, 2))
+    assert config.plan().count() == 1 + 16 + 16 + 16
+    assert max(len(a) for a in config.plan().nodes()) == 3
+
+
+def test_example_turtle_and_folder_configs_load():
+    turtle = load_build_config(EXAMPLES / "turtle.toml")
+    assert turtle.engine == "diffusion" and turtle.diffusion.batch_size == 8
+    assert turtle.diffusion.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert turtle.grids == (8, 8, 8) and turtle.level(3).strength == 0.5
+    assert turtle.plan().count() == 193  # as its comment says
+    folder = load_build_config(EXAMPLES / "folder.toml")
+    assert folder.recolor.source == str(EXAMPLES / "images")
+    assert folder.primary.image == EXAMPLES / "images" / "coffee.png"
+    assert folder.plan().count() == 1 + 64

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines import esrgan, ncnn_weights
@@ -49,10 +49,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-@pytest.mark.parametrize("name", ["x4plus", "fast"])
+@pytest.mark.parametrize("name", ["x4plus", "anime", "fast"])
 def test_matches_ncnn_reference_runtime(name: str) -> None:
     image = _photo_crop(32)
     upscaler = esrgan.load_upscaler(name, device="cpu")
+    assert upscaler.scale == esrgan.model_scale(name) == 4
     ours = upscaler(torch.from_numpy(image.transpose(2, 0, 1).copy())[None])[0].numpy()
     reference = _ncnn_forward(esrgan.MODELS[name].ncnn_stem, image)
     assert ours.shape == reference.shape == (3, 128, 128)
@@ -64,6 +65,12 @@ def test_conversion_consumes_the_files_exactly(tmp_path: Path) -> None:
     arrays = ncnn_weights.read_weights(param, bin_path)
     assert len(arrays) == 2 * 351  # conv_first, 23 x 3 x 5 dense convs, body, up1, up2, hr, last
     assert arrays[0].shape == (64, 3, 3, 3) and arrays[-2].shape == (3, 64, 3, 3)
+    param, bin_path = esrgan.ncnn_model_files("realesrgan-x4plus-anime")
+    arrays = ncnn_weights.read_weights(param, bin_path)
+    assert len(arrays) == 2 * (1 + 6 * 3 * 5 + 5)  # 6 RRDB blocks
+    assert [a.shape for a in arrays] == [
+        tuple(p.shape) for p in esrgan.MODELS["anime"].make().parameters()
+    ]
     param, bin_path = esrgan.ncnn_model_files("realesr-animevideov3-x4")
     assert len(ncnn_weights.read_weights(param, bin_path)) == 2 * 18 + 17  # convs + PReLUs
     data = bin_path.read_bytes()
@@ -88,6 +95,35 @@ def test_registry_weights_are_cached_as_safetensors(
     monkeypatch.setattr(esrgan, "ncnn_state_dict", no_conversion)
     second = esrgan.load_model("fast").state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_cache_entry_that_does_not_fit_is_rebuilt(hypermosaic_cache: Path) -> None:
+    reference = esrgan.load_model("fast").state_dict()
+    cached = hypermosaic_cache / "esrgan" / "realesr-animevideov3-x4.safetensors"
+    for damage in ({"other.weight": torch.zeros(2)},  # wrong keys
+                   {k: v[..., :1].contiguous() for k, v in reference.items()}):  # wrong shapes
+        save_file(damage, cached)
+        rebuilt = esrgan.load_model("fast").state_dict()
+        assert all(torch.equal(reference[k], rebuilt[k]) for k in reference)
+        assert torch.equal(load_file(cached)["body.0.weight"], reference["body.0.weight"])
+
+
+def test_model_scale_of_a_file_checks_it_without_building_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "user.safetensors"
+    save_file(_tiny_models()[1].state_dict(), path)
+
+    def no_load(*args: object) -> None:
+        raise AssertionError("model_scale built and loaded the model")
+
+    monkeypatch.setattr(esrgan, "load_model", no_load)
+    assert esrgan.model_scale(path) == 2
+    state = _tiny_models()[1].state_dict()
+    state["conv_last.weight"] = torch.zeros(3, 8, 5, 5)
+    save_file(state, path)
+    with pytest.raises(InputError, match="weights do not fit the architecture"):
+        esrgan.model_scale(path)
 
 
 def _tiny_models() -> list[torch.nn.Module]:
@@ -167,5 +203,24 @@ def test_bad_ncnn_files_are_an_input_error(tmp_path: Path) -> None:
     bad.write_text("1234\n0 0\n")
     with pytest.raises(InputError, match="not an ncnn .param"):
         ncnn_weights.read_param(bad)
+    param, bin_path = esrgan.ncnn_model_files("realesr-animevideov3-x4")
+    lines = param.read_text().split("\n")
+    conv = next(i for i, line in enumerate(lines) if line.startswith("Convolution"))
+    broken = {
+        "binary.param": (b"7767517\n\xff\xfe\x00", "not text"),
+        "short.param": ("\n".join([*lines[:conv], "Convolution conv0 x", *lines[conv + 1 :]]),
+                        f"line {conv + 1}: not an ncnn layer line"),
+        "noparam.param": ("\n".join([*lines[:conv], lines[conv].replace(" 6=", " 16="),
+                                      *lines[conv + 1 :]]), "bad or missing parameter 6"),
+    }
+    for name, (content, message) in broken.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        with pytest.raises(InputError, match=message) as error:
+            ncnn_weights.read_weights(path, bin_path)
+        assert str(error.value).startswith(f"{path}: ")
     with pytest.raises(InputError, match="not found"):
         esrgan.ncnn_model_files("realesrgan-x16")

@@ -19,6 +19,7 @@ from hypermosaic.pipelines.models import (
     load_pipeline,
     locate_model,
     make_scheduler,
+    native_size,
     resolve_device_dtype,
 )
 from hypermosaic.pipelines.tiny import (
@@ -195,6 +196,21 @@ def test_locate_model_checks_sources_without_torch(
         locate_model(str(checkpoint), config="hm-test/absent")
     with pytest.raises(InputError, match="diffusion.config: .*no model_index.json"):
         locate_model(str(checkpoint), config=str(tmp_path))
+
+
+def test_locate_model_names_the_given_key_and_reads_the_native_size(
+    tiny_dir: Path, hf_cache: Path, tmp_path: Path
+) -> None:
+    assert native_size(locate_model(str(tiny_dir), key="model")) == 64  # 32 latents x 2
+    assert native_size(ModelSource(tmp_path)) is None
+    with pytest.raises(InputError, match=r"^model: .*nowhere: no such file or directory$"):
+        locate_model(str(tmp_path / "nowhere"), key="model")
+    with pytest.raises(InputError) as error:
+        locate_model("hm-test/absent", key="model")
+    message = str(error.value)
+    assert message.startswith("model: 'hm-test/absent' is neither")
+    assert "point model to a local diffusers directory" in message
+    assert "diffusion.model" not in message
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
+import weakref
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from hypermosaic import video
 from hypermosaic.build import run_build
 from hypermosaic.cli import cli
+from hypermosaic.cli.video import _parse_size
 from hypermosaic.config import build_config_from_dict
 from hypermosaic.errors import InputError
 from hypermosaic.tree import parse_address
 from hypermosaic.video import (
+    AHEAD,
     Box,
     FrameRenderer,
     VideoSettings,
@@ -120,29 +128,69 @@ def zoom_about(image: Image.Image, point: tuple[float, float], sigma: float) -> 
     return np.asarray(image.resize((W, H), Image.Resampling.BILINEAR, box=box), np.float32)
 
 
+def fixed_point_in_frame(mosaic: Path, target) -> tuple[float, float]:
+    """Where the camera's fixed point sits in the frame (frame pixels)."""
+    _, plan = open_build(mosaic)
+    camera = zoom_path(plan, target, W, H)
+    start = camera.start
+    return ((camera.fixed[0] - start.left) / (start.right - start.left) * W,
+            (camera.fixed[1] - start.top) / (start.bottom - start.top) * H)
+
+
+def measured_scale(frames: list[Image.Image], point: tuple[float, float], i: int,
+                   gap: int) -> float:
+    """The magnification from frame i to frame i + gap about ``point``, found by search over
+    the pixels (not read from the camera)."""
+    sigmas = np.exp(np.linspace(0, np.log(2.0), 300))
+    later = np.asarray(frames[i + gap], np.float32)[4:-4, 4:-4]
+    errors = [np.abs(zoom_about(frames[i], point, s)[4:-4, 4:-4] - later).mean()
+              for s in sigmas]
+    return float(sigmas[int(np.argmin(errors))])
+
+
+def grey_frames(path: Path) -> list[Image.Image]:
+    return [Image.fromarray(f.astype(np.uint8)).convert("L") for f in decode(path)[0]]
+
+
 def test_zoom_is_exponential_measured_in_pixels(mosaic, tmp_path):
     """Frame i+4 is frame i magnified about the fixed point by the same factor all the way
     down; the factor is estimated from the pixels by search, not read from the camera."""
     out = tmp_path / "zoom.mp4"
     result = render_video(mosaic, out, settings(loop=False, path=PATH))
-    frames = [Image.fromarray(f.astype(np.uint8)).convert("L") for f in decode(out)[0]]
-    store, plan = open_build(mosaic)
+    frames = grey_frames(out)
+    _, plan = open_build(mosaic)
     camera = zoom_path(plan, result.target, W, H)
-    start = camera.start
-    point = ((camera.fixed[0] - start.left) / (start.right - start.left) * W,
-             (camera.fixed[1] - start.top) / (start.bottom - start.top) * H)
+    point = fixed_point_in_frame(mosaic, result.target)
     assert 8 < point[0] < W - 8 and 8 < point[1] < H - 8
     gap = 4
     expected = (1 / camera.ratio) ** (gap / (result.frames - 1))
-    sigmas = np.exp(np.linspace(0, np.log(2.0), 300))
-    found = []
-    for i in range(0, result.frames - gap, 4):
-        later = np.asarray(frames[i + gap], np.float32)[4:-4, 4:-4]
-        errors = [np.abs(zoom_about(frames[i], point, s)[4:-4, 4:-4] - later).mean()
-                  for s in sigmas]
-        found.append(sigmas[int(np.argmin(errors))])
+    found = [measured_scale(frames, point, i, gap) for i in range(0, result.frames - gap, 4)]
     assert len(found) == 8
     np.testing.assert_allclose(found, expected, rtol=0.02)
+
+
+def test_cli_ease_slows_the_zoom_at_both_ends(mosaic, tmp_path):
+    """``--ease 0.3`` through the CLI: measured in the decoded pixels, the scale factor over
+    four frames is smaller at the start and at the end than in the middle, and matches the
+    eased camera everywhere."""
+    out = tmp_path / "eased.mp4"
+    result = CliRunner().invoke(cli, [
+        "video", str(mosaic), "--out", str(out), "--size", f"{W}x{H}", "--fps", "12",
+        "--seconds", "3", "--crf", "12", "--path", PATH, "--no-loop", "--ease", "0.3"])
+    assert result.exit_code == 0, result.output
+    frames = grey_frames(out)
+    assert len(frames) == 36
+    _, plan = open_build(mosaic)
+    target = parse_address(PATH)
+    ratio = zoom_path(plan, target, W, H).ratio
+    point = fixed_point_in_frame(mosaic, target)
+    gap, starts = 4, (0, 16, 31)
+    found = [measured_scale(frames, point, i, gap) for i in starts]
+    expected = [(1 / ratio) ** (ease((i + gap) / 35, 0.3) - ease(i / 35, 0.3)) for i in starts]
+    np.testing.assert_allclose(found, expected, rtol=0.02)
+    start, middle, end = found
+    assert start < middle and end < middle
+    assert start < 1.1 < 1.3 < middle  # not a subtle difference
 
 
 def seam_and_typical(frames: list[np.ndarray], k: int = 3) -> tuple[float, float]:
@@ -277,6 +325,7 @@ def test_bad_inputs_are_refused_and_nothing_is_written(mosaic, focused, tmp_path
         (mosaic, settings(path="2_0"), "--path 2_0: step 2_0 of 2_0 is outside the 2x2 grid"),
         (mosaic, settings(path="1_1/1_1/1_1/1_1"), "deeper than depth 3"),
         (mosaic, settings(seconds=2, seconds_per_level=1), "not both"),
+        (mosaic, settings(drift=False), "--no-drift needs --no-loop"),
         (focused, settings(path="0_0/0_0"),
          "too shallow for path 0_0/0_0: node 0_0 is missing (deepest stored: root)"),
     ]
@@ -365,3 +414,194 @@ def test_camera_ends_on_the_target_with_drift_and_keeps_it_in_place_without(mosa
     np.testing.assert_allclose(spots, [spots[0]] * 7, atol=1e-9)
     assert where(end) == pytest.approx((0.5, 0.5))
     assert where(drifting.box(0)) != pytest.approx((0.5, 0.5))
+
+
+def test_a_folder_without_a_build_is_refused(tmp_path):
+    """A directory that exists but holds no manifest is no build: one line, exit status 2,
+    and nothing is written into it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"empty: no hypermosaic build here \(no manifest.json\)"):
+        render_video(empty, tmp_path / "x.mp4", settings())
+    result = CliRunner().invoke(cli, ["video", str(empty)])
+    assert result.exit_code == 2
+    assert "no hypermosaic build here" in result.output
+    assert list(empty.iterdir()) == [] and sorted(tmp_path.iterdir()) == [empty]
+
+
+def test_no_drift_needs_no_loop_on_the_command_line(mosaic, tmp_path):
+    """Without drift the target keeps its place in the frame, so the zoom ends with it
+    off-centre, not framed as the canvas was at the start: it cannot loop, and the CLI says so
+    before any work; with ``--no-loop`` it renders, the target's centre fixed in the frame."""
+    out = tmp_path / "straight.mp4"
+    args = ["video", str(mosaic), "--out", str(out), "--size", f"{W}x{H}", "--fps", "8",
+            "--seconds", "1", "--no-drift"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2
+    assert "--no-drift needs --no-loop" in refused.output
+    assert not out.exists()
+    straight = CliRunner().invoke(cli, [*args, "--no-loop"])
+    assert straight.exit_code == 0, straight.output
+    frames, _ = decode(out)
+    assert len(frames) == 8
+    # why: mapped from the target node onto the whole canvas, the drifting zoom's last view is
+    # its first one (so the miniature lines up and the loop closes); the straight one's is not
+    _, plan = open_build(mosaic)
+    target = parse_address("1_1/1_1/1_1")
+    ox, oy = plan.origin(target)
+    k = plan.span(3) / plan.canvas_size
+    for drift, offset in ((True, 0.0), (False, 224.0)):
+        camera = zoom_path(plan, target, W, H, drift=drift)
+        end, start = camera.box(1), camera.box(0)
+        mapped = Box((end.left - ox) / k, (end.top - oy) / k,
+                     (end.right - ox) / k, (end.bottom - oy) / k)
+        np.testing.assert_allclose(np.subtract(start, mapped), offset, atol=1e-6)
+
+
+@pytest.mark.parametrize("text,size", [
+    ("4k", (3840, 2160)), ("4K", (3840, 2160)), ("1080p", (1920, 1080)), ("720P", (1280, 720)),
+    ("640x360", (640, 360)), ("640X360", (640, 360)),
+])
+def test_size_names_and_pairs_parse(text, size):
+    assert _parse_size(None, None, text) == size
+
+
+@pytest.mark.parametrize("text", ["4x", "x360", "big", "640*360", "-640x360", "8k"])
+def test_bad_sizes_are_usage_errors(text):
+    with pytest.raises(click.BadParameter, match="is not WIDTHxHEIGHT"):
+        _parse_size(None, None, text)
+    result = CliRunner().invoke(cli, ["video", "nowhere", "--size", text])
+    assert result.exit_code == 2 and "is not WIDTHxHEIGHT" in result.output
+
+
+def test_cli_gif_defaults_to_a_small_slow_preview_beside_the_build(mosaic, tmp_path):
+    """``--gif`` alone: OUT_DIR/zoom.gif, 480x270 at 15 fps; the bar reaches the frame total."""
+    copy = shutil.copytree(mosaic, tmp_path / "build")
+    result = CliRunner().invoke(cli, ["video", str(copy), "--gif", "--seconds", "1"])
+    assert result.exit_code == 0, result.output
+    assert "15/15" in result.output
+    assert f"wrote {copy / 'zoom.gif'}: 15 frames of 480x270 at 15 fps (gif)" in result.output
+    container = av.open(str(copy / "zoom.gif"))
+    frames = list(container.decode(video=0))
+    container.close()
+    assert len(frames) == 15 and (frames[0].width, frames[0].height) == (480, 270)
+    assert frames[-1].time == pytest.approx(14 / 15, abs=0.01)  # GIF delays are centiseconds
+
+
+def test_cli_codec_crf_and_seconds_per_level(mosaic, tmp_path):
+    """``--codec`` overrides the container's default, ``--crf`` reaches the encoder (x264
+    writes its settings into the stream), ``--seconds-per-level`` sets the length."""
+    runner = CliRunner()
+    small = ["--size", "96x54", "--fps", "8", "--seconds-per-level", "0.5"]
+    h264 = tmp_path / "a.mkv"
+    result = runner.invoke(cli, ["video", str(mosaic), "--out", str(h264), *small,
+                                 "--codec", "h264", "--crf", "30"])
+    assert result.exit_code == 0, result.output
+    assert "12/12" in result.output  # the progress bar reached the total
+    frames, stream = decode(h264)
+    assert len(frames) == 12  # 0.5 s per level x 3 levels x 8 fps
+    assert stream.codec_context.name == "h264"
+    assert b"crf=30.0" in h264.read_bytes()
+    vp9 = tmp_path / "b.mkv"  # an .mkv is h264 unless told
+    result = runner.invoke(cli, ["video", str(mosaic), "--out", str(vp9), *small,
+                                 "--codec", "vp9"])
+    assert result.exit_code == 0, result.output
+    frames, stream = decode(vp9)
+    assert len(frames) == 12 and stream.codec_context.name in {"vp9", "libvpx-vp9"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gif", "--codec", "vp9"], "--codec does not apply to --gif"),
+    (["--out", "x.gif", "--codec", "h264"], "--codec does not apply to --gif"),
+    (["--out", "x.gif", "--crf", "20"], "--crf does not apply to a GIF"),
+    (["--out", "x.mp4", "--codec", "h264", "--crf", "52"], "--crf 52: h264 takes 0 to 51"),
+    (["--out", "x.mp4", "--codec", "mpeg2"], "Invalid value for '--codec'"),
+])
+def test_cli_option_conflicts_are_usage_errors(mosaic, tmp_path, args, message):
+    args = [str(tmp_path / arg) if arg.startswith("x.") else arg for arg in args]
+    result = CliRunner().invoke(cli, ["video", str(mosaic), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
+    assert not (mosaic / "zoom.gif").exists()
+
+
+def test_progress_reaches_the_frame_total(mosaic, tmp_path):
+    seen: list[tuple[int, int]] = []
+    result = render_video(mosaic, tmp_path / "p.mp4", settings(seconds=1),
+                          progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(done, 12) for done in range(1, 13)] and result.frames == 12
+
+
+def test_render_video_holds_a_bounded_number_of_frames(mosaic, tmp_path, monkeypatch):
+    """Frames are made one at a time: however long the video, no more than the few frames
+    between renderer and encoder (the queue ahead and the one in each hand) are alive."""
+    made: list[weakref.ref] = []
+    alive: list[int] = []
+    frames_of = video.zoom_frames
+
+    def tracked(*args, **kwargs):
+        for planes in frames_of(*args, **kwargs):
+            made.append(weakref.ref(planes.y))
+            yield planes
+
+    write = video.VideoWriter.write
+
+    def counting(self, planes):
+        alive.append(sum(ref() is not None for ref in made))
+        write(self, planes)
+
+    monkeypatch.setattr(video, "zoom_frames", tracked)
+    monkeypatch.setattr(video.VideoWriter, "write", counting)
+    result = render_video(mosaic, tmp_path / "long.mp4", settings(seconds=8))
+    assert result.frames == len(made) == len(alive) == 96
+    assert max(alive) <= AHEAD + 2
+
+
+def test_a_failing_writer_stops_the_render_thread(mosaic, tmp_path, monkeypatch):
+    """An error while encoding (here from the writer) ends the render thread before
+    `render_video` raises, rather than leaving it blocked until garbage collection."""
+    calls = []
+
+    def failing(self, planes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(video.VideoWriter, "write", failing)
+    with pytest.raises(RuntimeError, match="disk full") as raised:
+        render_video(mosaic, tmp_path / "x.mp4", settings(seconds=4))
+    assert raised.traceback  # the failed call's frames (and its generator) are still referenced
+    assert [t for t in threading.enumerate() if t.name == "hypermosaic-render"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_camera_and_miniature_decode_each_node_once(mosaic, monkeypatch):
+    """The loop's miniature renderer shares the camera's node cache: over a looping video
+    whose first frames and last (miniature) frames need the same nodes, no node image is
+    decoded twice at the same resolution."""
+    decodes: Counter = Counter()
+    decode_node = video._NodeCache._decode
+
+    def counted(self, address, mip):
+        decodes[address, mip] += 1
+        return decode_node(self, address, mip)
+
+    monkeypatch.setattr(video._NodeCache, "_decode", counted)
+    store, plan = open_build(mosaic)
+    w, h = 160, 90
+    s = settings(width=w, height=h)
+    target = choose_path(store, plan, None)
+    camera = zoom_path(plan, target, w, h)
+    count = frame_count(s, len(target))
+    for _ in zoom_frames(store, plan, camera, s, count, fade=12):
+        pass
+    assert decodes and max(decodes.values()) == 1
+    # both ends really need the same nodes: fresh renderers, each with its own cache
+    decodes.clear()
+    FrameRenderer(store, plan, w, h).render(camera.box(progress_at(0, count, s)))
+    first = set(decodes)
+    decodes.clear()
+    outer = camera.box(progress_at(count - 2, count, s) - 1)
+    FrameRenderer(store, plan, w, h).render(outer, video.canvas_rect(outer, plan.canvas_size, w, h))
+    assert first & set(decodes)

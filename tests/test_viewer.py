@@ -114,6 +114,42 @@ def test_server_serves_files_read_only(served):
     assert server_url(served).startswith("http://127.0.0.1:")
 
 
+def test_a_refused_body_does_not_desynchronise_a_kept_alive_connection(served):
+    """A POST's body is read and dropped with the 405, so the GET that follows on the same
+    connection is answered as itself; a body too large to read closes the connection."""
+    host, port = served.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    body = b"GET /../secret.txt HTTP/1.1\r\n\r\n" * 100
+    connection.request("POST", "/sub/tile.jpeg", body=body)
+    refused = connection.getresponse()
+    assert (refused.status, refused.getheader("Allow")) == (405, "GET, HEAD")
+    refused.read()
+    assert not refused.will_close
+    sock = connection.sock
+    connection.request("GET", "/sub/tile.jpeg")
+    answer = connection.getresponse()
+    assert (answer.status, answer.read()) == (200, b"tile")
+    assert connection.sock is sock  # the same connection, still in step
+    connection.putrequest("PUT", "/sub/tile.jpeg")
+    connection.putheader("Content-Length", str(10 << 20))
+    connection.endheaders()
+    huge = connection.getresponse()
+    assert huge.status == 405 and huge.getheader("Connection") == "close"
+    huge.read()
+    assert huge.will_close
+    connection.close()
+
+
+def test_ci_checks_the_chromium_the_test_uses_as_its_doc_shows():
+    """`.ci/run` installs chromium when the path the browser test launches is missing, ends in
+    the README's test command, and docs/ci-video.md shows it exactly."""
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / ".ci" / "run").read_text()
+    assert f"if [ ! -x {CHROMIUM} ]; then" in script
+    assert script.rstrip().endswith("make test")
+    assert f"```sh\n{script}```" in (repo / "docs" / "ci-video.md").read_text()
+
+
 @pytest.mark.parametrize("target", [
     "/../secret.txt",
     "/sub/../../secret.txt",
