@@ -218,6 +218,7 @@ def run_build(
             runner.run()
         finally:
             runner.cancel()
+            result.failed = dict(sorted(result.failed.items()))  # tree order, not finish order
             result.missing = max(0, result.total - result.reused - result.computed
                                  - len(result.failed))
             manifest.update(
@@ -317,7 +318,8 @@ class _TreeRunner:
     def _submit(self, batch: _Batch) -> None:
         grid = self.plan.grids[len(batch.parent)]
         key = (f"tiles-{self.prefix}-{address_key(batch.parent)}-{batch.index}"
-               f"x{self.batch_size}-{batch.attempt}")
+               f"x{self.batch_size}-{address_key(batch.children[0][-1:])}"
+               f"x{len(batch.children)}-{batch.attempt}")
         future = self.client.submit(
             make_tiles_task, self.store.read_node(batch.parent), grid,
             tile_jobs(self.config, batch.children), self.encoding, key=key, retries=1,
@@ -353,13 +355,20 @@ class _TreeRunner:
                 self._enqueue_children(address)
 
     def _retry_or_fail(self, batch: _Batch, exc: BaseException) -> None:
-        """Resubmit the same batch (never a smaller one: batch-mates decide pixels); after
-        `ATTEMPTS` submissions report each of its missing nodes."""
+        """Resubmit a failed batch; after `ATTEMPTS` submissions report its missing nodes.
+
+        Diffusion batch-mates decide pixels, so its batch is resubmitted whole. Recolor tiles do
+        not depend on one another, so its batch is split into single tiles: one bad tile then
+        costs only itself.
+        """
         if isinstance(exc, InputError):
             raise exc
         if batch.attempt + 1 < ATTEMPTS:
-            self.queue.append(_Batch(batch.parent, batch.index, batch.children,
-                                     batch.attempt + 1))
+            retries = [batch.children]
+            if self.config.engine == "recolor":
+                retries = [[child] for child in batch.children if not self.store.has(child)]
+            self.queue.extend(_Batch(batch.parent, batch.index, children, batch.attempt + 1)
+                              for children in retries)
             return
         for address in batch.children:
             if not self.store.has(address):

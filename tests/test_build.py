@@ -153,3 +153,24 @@ def test_a_tile_that_keeps_failing_is_reported_and_the_rest_kept(examples_dir, t
     assert set(result.failed) == {((0, 1), (r, c)) for r in range(2) for c in range(2)}
     assert result.computed == 12 and not result.ok
     assert Store(out).has(((1, 1), (1, 1))) and Store(out).has(ROOT)
+
+
+def test_a_failing_recolor_tile_costs_only_itself(examples_dir, tmp_path, monkeypatch):
+    """Recolor tiles do not depend on their batch-mates: a failed batch is retried tile by tile."""
+    from hypermosaic.recolor import RecolorEngine
+
+    tiles = RecolorEngine.tiles
+
+    def fail_on_0_1(self, inits, jobs, context):
+        if any(job.address == ((0, 1),) for job in jobs):
+            raise RuntimeError("this tile is cursed")
+        return tiles(self, inits, jobs, context)
+
+    monkeypatch.setattr(RecolorEngine, "tiles", fail_on_0_1)
+    with (LocalCluster(n_workers=1, processes=False, dashboard_address=":0",
+                       silence_logs=50) as cluster, Client(cluster) as client):
+        result = run_build(make_config(examples_dir, tmp_path / "one", depth=1), client=client,
+                           publish=False)
+    assert set(result.failed) == {((0, 1),)} and "cursed" in result.failed[((0, 1),)]
+    assert result.computed == 4  # the root and three tiles
+    assert all(Store(tmp_path / "one").has(((r, c),)) for r, c in [(0, 0), (1, 0), (1, 1)])
