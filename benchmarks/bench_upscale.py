@@ -3,7 +3,9 @@
 1. Seconds per tile (128 and 256 px) for x4plus and fast, same weights and input, timed in
    alternation in this run: ncnn (fp32) is the baseline, the ratio is ours / ncnn (below 1
    is faster). PyTorch variants: NCHW or channels-last memory, `no_grad` or
-   `inference_mode`, and 1 or 2 intra-op threads.
+   `inference_mode`, float32 or bfloat16 (``bf16``, the CPU default where it is native), and
+   1 or 2 intra-op threads. Each line also gives the PSNR of the variant's output against
+   ncnn's (float32 paths: over 100 dB, only rounding differs).
 2. Peak RSS of `hypermosaic.upscale.upscale_file` (model fast, default 256 px tiles) for
    inputs 4096 px wide, 1024 and 4096 px tall (outputs 16384 px wide), each in a fresh
    process; the ratio is against the shorter image and against the output's raw size.
@@ -66,22 +68,26 @@ def _ncnn_runner(name: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _torch_runner(
-    model: torch.nn.Module, channels_last: bool, inference: bool, threads: int
+    model: torch.nn.Module, channels_last: bool, inference: bool, threads: int,
+    dtype: torch.dtype = torch.float32,
 ) -> Callable[[np.ndarray], np.ndarray]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = copy.deepcopy(model).to(memory_format=fmt)  # its own copy: .to() works in place
+    model = copy.deepcopy(model).to(dtype=dtype, memory_format=fmt)  # .to() works in place
 
     def run(chw: np.ndarray) -> np.ndarray:
         torch.set_num_threads(threads)
         with torch.inference_mode() if inference else torch.no_grad():
-            x = torch.from_numpy(chw)[None].contiguous(memory_format=fmt)
-            return model(x).clamp_(0, 1)[0].numpy()
+            x = torch.from_numpy(chw)[None].to(dtype).contiguous(memory_format=fmt)
+            return model(x).clamp_(0, 1)[0].float().numpy()
 
     return run
 
 
-def tile_seconds(name: str, size: int, variants: list[str], repeats: int) -> dict[str, float]:
-    """Best-of-`repeats` seconds per tile for each variant, run in alternation."""
+def tile_seconds(
+    name: str, size: int, variants: list[str], repeats: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Best-of-`repeats` seconds per tile for each variant, run in alternation, and each
+    variant's output."""
     from skimage import data
 
     photo = data.astronaut()[64 : 64 + size, 160 : 160 + size].astype(np.float32) / 255.0
@@ -93,16 +99,23 @@ def tile_seconds(name: str, size: int, variants: list[str], repeats: int) -> dic
         if variant.startswith("ncnn"):
             runners[variant] = _ncnn_runner(name, threads)
         else:
+            dtype = torch.bfloat16 if "bf16" in variant else torch.float32
             runners[variant] = _torch_runner(
-                model, "cl" in variant, "inference" in variant, threads
+                model, "cl" in variant, "inference" in variant, threads, dtype
             )
     best = dict.fromkeys(variants, float("inf"))
+    outputs = {}
     for _ in range(repeats):
         for variant, run in runners.items():
             start = time.perf_counter()
-            run(chw)
+            outputs[variant] = run(chw)
             best[variant] = min(best[variant], time.perf_counter() - start)
-    return best
+    return best, outputs
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2, dtype=np.float64))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def peak_rss(height: int, folder: Path, threads: int) -> dict[str, float]:
@@ -141,22 +154,25 @@ def main() -> None:
 def tile_figures(repeats: int) -> None:
     """Part 1: seconds per tile, ours against ncnn."""
     torch_variants = ["torch nchw no_grad", "torch nchw inference", "torch cl no_grad",
-                      "torch cl inference"]
+                      "torch cl inference", "torch cl inference bf16"]
+    two_threads = ["ncnn 2t", "torch cl inference 2t", "torch cl inference bf16 2t"]
+    largest = ["ncnn", "torch nchw no_grad", "torch cl inference", "torch cl inference bf16"]
     plan = [
-        ("x4plus", 128, ["ncnn", *torch_variants, "ncnn 2t", "torch cl inference 2t"]),
-        ("x4plus", 256, ["ncnn", "torch nchw no_grad", "torch cl inference"]),
-        ("fast", 128, ["ncnn", *torch_variants]),
-        ("fast", 256, ["ncnn", "torch nchw no_grad", "torch cl inference"]),
+        ("x4plus", 128, ["ncnn", *torch_variants, *two_threads]),
+        ("x4plus", 256, largest),
+        ("fast", 128, ["ncnn", *torch_variants, *two_threads]),
+        ("fast", 256, largest),
     ]
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; best of {repeats}, s/tile")
     for name, size, variants in plan:
-        seconds = tile_seconds(name, size, variants, repeats)
+        seconds, outputs = tile_seconds(name, size, variants, repeats)
         baseline = {threads: seconds["ncnn 2t" if threads == 2 else "ncnn"]
                     for threads in (1, 2) if ("ncnn 2t" if threads == 2 else "ncnn") in seconds}
         for variant, value in seconds.items():
             threads = 2 if variant.endswith("2t") else 1
-            print(f"{name:>6} {size:>3}px  {variant:<24} {value:8.3f} s   "
-                  f"ratio vs ncnn ({threads}t) {value / baseline[threads]:.2f}")
+            print(f"{name:>6} {size:>3}px  {variant:<27} {value:8.3f} s   "
+                  f"ratio vs ncnn ({threads}t) {value / baseline[threads]:.2f}   "
+                  f"PSNR vs ncnn {_psnr(outputs[variant], outputs['ncnn']):6.1f} dB")
 
 
 def memory_figures(heights: list[int], threads: int) -> None:

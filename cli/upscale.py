@@ -23,11 +23,15 @@ __all__ = ["upscale_command"]
 @click.option("--tile", type=click.IntRange(min=32), help="Tile side in input pixels.")
 @click.option("--format", "fmt", type=click.Choice(["tif", "png", "jpg", "dzi"]), default="tif",
               show_default=True, help="Output format when --out is a folder.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              default="auto", show_default=True,
+              help="Compute dtype. auto: float16 on CUDA, bfloat16 on a CPU with native "
+              "bfloat16 (2x faster, about 50 dB from float32), else float32.")
 @click.option("--workers", type=click.IntRange(min=1), help="Dask workers for several images.")
 @click.option("--scheduler-address", metavar="tcp://HOST:PORT",
               help="Run on an existing Dask cluster instead of a local one.")
 def upscale_command(inputs: tuple[Path, ...], out: Path, model: str, scale: float | None,
-                    tile: int | None, fmt: str, workers: int | None,
+                    tile: int | None, fmt: str, dtype: str, workers: int | None,
                     scheduler_address: str | None) -> None:
     """Upscale image files (or folders of them) seamlessly with Real-ESRGAN.
 
@@ -45,6 +49,7 @@ def upscale_command(inputs: tuple[Path, ...], out: Path, model: str, scale: floa
         task = progress.add_task("tiles", total=None)
         written = upscale_files(
             jobs, model, tile=tile, workers=workers, scheduler_address=scheduler_address,
+            dtype=dtype,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     for path in written:

@@ -387,16 +387,17 @@ class UpscalerPlugin(WorkerPlugin):
     """Loads the upscaler once per Dask worker, frees it on teardown; tasks look it up by
     `name`, which is derived from the model so that registering twice is harmless."""
 
-    def __init__(self, model: str, tile: int | None = None) -> None:
+    def __init__(self, model: str, tile: int | None = None, dtype: str = "auto") -> None:
         self.model = model
         self.tile = tile
-        self.name = f"hypermosaic-upscaler-{model}-{tile}"
+        self.dtype = dtype
+        self.name = f"hypermosaic-upscaler-{model}-{tile}-{dtype}"
         self.upscaler: Upscaler | None = None
 
     def setup(self, worker: Worker) -> None:
         from hypermosaic.pipelines.esrgan import load_upscaler
 
-        self.upscaler = load_upscaler(self.model, tile=self.tile)
+        self.upscaler = load_upscaler(self.model, tile=self.tile, dtype=self.dtype)
 
     def teardown(self, worker: Worker) -> None:
         self.upscaler = None
@@ -421,17 +422,21 @@ def upscale_files(
     workers: int | None = None,
     scheduler_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dtype: str = "auto",
 ) -> list[Path]:
     """Upscale every job whose output is missing; return the outputs written.
 
     One pending image with no pool asked for runs in this process; otherwise each image is a
     task on the Dask pool (`hypermosaic.executor.open_client`), the model loaded once per
-    worker. `progress(done, total)` counts tiles, from the workers' events.
+    worker. `progress(done, total)` counts tiles, from the workers' events. ``dtype`` is the
+    compute dtype (`hypermosaic.pipelines.esrgan.resolve_dtype`).
     """
-    from hypermosaic.pipelines.esrgan import default_tile
+    from hypermosaic.pipelines.esrgan import DTYPES, default_tile
     from hypermosaic.pipelines.tiled_upscale import DEFAULT_OVERLAP
 
     # 1. Settle what is left to do and how many tiles that is.
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
     pending = [job for job in jobs if not job.done]
     if not pending:
         return []
@@ -451,14 +456,14 @@ def upscale_files(
     if len(pending) == 1 and workers is None and scheduler_address is None:
         from hypermosaic.pipelines.esrgan import load_upscaler
 
-        upscaler = load_upscaler(model, tile=tile)
+        upscaler = load_upscaler(model, tile=tile, dtype=dtype)
         return [upscale_file(pending[0], upscaler, tile, overlap, on_tile)]
     # 3. Several: one task per image on the pool, tiles reported as worker events.
     from dask.base import tokenize
 
     from hypermosaic.executor import open_client
 
-    plugin = UpscalerPlugin(model, tile)
+    plugin = UpscalerPlugin(model, tile, dtype)
     with open_client(workers, scheduler_address, gpu=True) as client:
         client.register_plugin(plugin)
         client.subscribe_topic(_TILE_TOPIC, lambda event: on_tile(event[1]))
@@ -469,7 +474,7 @@ def upscale_files(
                 plugin.name,
                 tile,
                 overlap,
-                key=f"upscale-{job.dst.name}-{tokenize(job, model, tile, overlap)}",
+                key=f"upscale-{job.dst.name}-{tokenize(job, model, tile, overlap, dtype)}",
             )
             for job in pending
         ]

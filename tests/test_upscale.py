@@ -48,7 +48,7 @@ def _read(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fast() -> esrgan.Upscaler:
-    return esrgan.load_upscaler("fast", device="cpu")
+    return esrgan.load_upscaler("fast", device="cpu", dtype="float32")
 
 
 @pytest.fixture()
@@ -88,7 +88,9 @@ def test_feather_weights_are_a_partition_of_unity() -> None:
                 assert np.all(weights[1][: (overlap // 4) * scale] == 0)
 
 
-def test_tiled_equals_untiled_fast_model(fast: esrgan.Upscaler) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tiled_equals_untiled_fast_model(dtype: str) -> None:
+    fast = esrgan.load_upscaler("fast", device="cpu", dtype=dtype)
     image = _photo(96, 128)
     whole = upscale_array(fast, image, tile=512)
     tiled = upscale_array(fast, image, tile=64, overlap=32)
@@ -102,7 +104,7 @@ def test_tiled_close_to_untiled_x4plus() -> None:
     """RRDBNet sees far: tiles differ slightly from the whole, but stay within 40 dB PSNR and
     show no seam: in the cross-fade bands, where one tile hands over to the next, the mean
     squared error is at most 1.25 times that away from them (measured: about 0.75 times)."""
-    upscaler = esrgan.load_upscaler("x4plus", device="cpu")
+    upscaler = esrgan.load_upscaler("x4plus", device="cpu", dtype="float32")
     image = _photo(48, 48)
     whole = upscale_array(upscaler, image, tile=64).astype(float)
     tiled = upscale_array(upscaler, image, tile=32, overlap=16).astype(float)
@@ -181,7 +183,7 @@ torch.set_num_threads(1)
 def kib(key):
     return int(re.search(key + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
 model, warm, tall, folder = sys.argv[1:5]
-upscaler = load_upscaler(model, device="cpu")
+upscaler = load_upscaler(model, device="cpu", dtype="float32")
 for src in (warm, tall):
     (job,) = plan_jobs([src], Path(folder) / (Path(src).stem + ".tif"), model)
     if src == tall:
@@ -249,6 +251,25 @@ def test_cli_upscales_and_reduces_scale(tiny_model: Path, tmp_path: Path) -> Non
     assert (tmp_path / "half_files").is_dir()
     descriptor = (tmp_path / "half.dzi").read_text()
     assert 'Width="100"' in descriptor and 'Height="60"' in descriptor
+
+
+def test_cli_dtype_reaches_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    """``--dtype float32`` gives the float32 upscaler's pixels; a bad name exits 2."""
+    src = _save(_photo(30, 50), tmp_path / "in.png")
+    args = ["upscale", str(src), "--model", str(tiny_model), "--tile", "32"]
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.png"
+        result = CliRunner().invoke(cli, [*args, "--out", str(out), "--dtype", dtype])
+        assert result.exit_code == 0, result.output
+        upscaler = esrgan.load_upscaler(tiny_model, device="cpu", dtype=dtype)
+        np.testing.assert_array_equal(_read(out), upscale_array(upscaler, _read(src), tile=32))
+    assert not np.array_equal(_read(tmp_path / "float32.png"), _read(tmp_path / "bfloat16.png"))
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "x.png"), "--dtype", "half"])
+    assert result.exit_code == 2 and "--dtype" in result.output
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(InputError, match="--dtype: unknown dtype 'half'"):
+        upscale_files(plan_jobs([src], tmp_path / "y.png", str(tiny_model)), str(tiny_model),
+                      dtype="half")
 
 
 def _absurd_png(path: Path, width: int = 1_000_000, height: int = 1_000_000) -> Path:
@@ -332,7 +353,7 @@ def test_alpha_is_flattened_onto_white(tiny_model: Path, tmp_path: Path) -> None
     rgb = _photo(24, 24)
     alpha = np.full((24, 24, 1), 128, np.uint8)
     over_white = (rgb * (128 / 255) + 255 * (127 / 255) + 0.5).astype(np.uint8)
-    upscaler = esrgan.load_upscaler(tiny_model, device="cpu")
+    upscaler = esrgan.load_upscaler(tiny_model, device="cpu", dtype="float32")
     expected = upscale_array(upscaler, over_white, tile=32)
     rgba = pyvips.Image.new_from_array(np.dstack([rgb, alpha]), interpretation="srgb")
     inputs = {"rgba8.png": rgba, "rgba16.png": (rgba.cast("ushort") * 257).cast("ushort")
