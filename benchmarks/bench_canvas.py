@@ -1,19 +1,26 @@
 """Canvas: batched windows against one UNet call per window; tiled against untiled VAE decode.
 
 1. Seconds per denoising step of a canvas of overlapping 64 px windows (tiny random Stable
-   Diffusion, classifier-free guidance 7.5), for grids of 12 and 48 windows: all windows of a
+   Diffusion with a four-block VAE of SD's factor 8, so a 64 px window is 8x8 latents as in
+   SD; classifier-free guidance 7.5), for grids of 12 and 48 windows: all windows of a
    step through the UNet in calls of ``--batch-size`` windows, against the original per-tile
    loop (one call per window, its two guidance rows batched). Same plan, same pixels (the
    largest difference is printed). The routes alternate for ``--rounds`` rounds and the fastest
    timed step of each is reported: on a shared machine the others measure the neighbours' load.
+   Each model dtype of ``--dtype`` (the canvas config's ``dtype``) is measured in turn: float32,
+   the CPU default, and bfloat16, which halves the arithmetic on a CPU with native bfloat16
+   and so helps the compute-bound batched calls most.
+   ``--vae-factor 2`` is the tests' two-block VAE (64 px = 32x32 latents), where the tiny
+   UNet's arithmetic, not its per-call overhead, dominates on a CPU.
 2. Peak memory of decoding a ``--side`` px latent canvas in one VAE pass against
    `decode_tiled`, each in its own process (peak RSS growth over the process's RSS before the
-   decode), with the seconds each took. The default 512 px decodes untiled in well under a
-   minute on two cores; the tiny VAE's mid-block attention over all latent positions makes
-   1024 px take many minutes untiled.
+   decode), with the seconds each took, for the tests' two-block VAE. The default 512 px
+   decodes untiled in well under a minute on two cores; the tiny VAE's mid-block attention
+   over all latent positions makes 1024 px take many minutes untiled.
 
-    python benchmarks/bench_canvas.py [--steps 4] [--rounds 3] [--batch-size 64] [--threads 2]
-                                      [--window 64] [--side 512]
+    python benchmarks/bench_canvas.py [--steps 4] [--rounds 5] [--batch-size 64] [--threads 2]
+                                      [--window 64] [--vae-factor 8] [--side 512]
+                                      [--dtype float32,bfloat16]
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ def seconds_per_step(pipe, plan: CanvasPlan) -> tuple[float, np.ndarray]:
 
 
 def step_figures(pipe, steps: int, batch_size: int, rounds: int, window: int) -> None:
+    dtype = str(pipe.unet.dtype).removeprefix("torch.")
     for rows, cols in ((3, 4), (6, 8)):
         batched = grid_plan(rows, cols, steps, batch_size, window)
         single = dataclasses.replace(batched, batch_size=1)
@@ -62,7 +70,7 @@ def step_figures(pipe, steps: int, batch_size: int, rounds: int, window: int) ->
             seconds, image_slow = seconds_per_step(pipe, single)
             slow = min(slow, seconds)
         diff = int(np.abs(image_fast.astype(int) - image_slow.astype(int)).max())
-        print(f"{rows * cols:3d} windows ({batched.width}x{batched.height} px): "
+        print(f"{dtype:>8} {rows * cols:3d} windows ({batched.width}x{batched.height} px): "
               f"batched {fast:.3f} s/step, per-window {slow:.3f} s/step, "
               f"ratio {slow / fast:.1f}x, max pixel difference {diff}")
 
@@ -107,20 +115,26 @@ def memory_figures(side: int, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--window", type=int, default=64,
-                        help="window side, px (the tiny VAE has factor 2: 64 px = 32 latents)")
+    parser.add_argument("--window", type=int, default=64, help="window side, px")
+    parser.add_argument("--dtype", default="float32,bfloat16",
+                        help="comma-separated model dtypes, each measured in turn (the canvas "
+                        "config's dtype; bfloat16 pays where the CPU has it natively)")
+    parser.add_argument("--vae-factor", type=int, choices=(2, 8), default=8,
+                        help="the tiny VAE's scale factor (8: SD's, 64 px = 8x8 latents)")
     parser.add_argument("--side", type=int, default=512,
                         help="decoded canvas side, px (the untiled decode of 1024 px takes many "
                         "minutes on two cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = tiny_pipeline()
-    print(f"device cpu, torch threads {args.threads}, guidance 7.5, {args.window} px windows, "
-          f"batch of {args.batch_size} windows")
-    step_figures(pipe, args.steps, args.batch_size, args.rounds, args.window)
+    latents = args.window // args.vae_factor
+    print(f"device cpu, torch threads {args.threads}, guidance 7.5, {args.window} px windows "
+          f"({latents}x{latents} latents), batch of {args.batch_size} windows")
+    for dtype in args.dtype.split(","):
+        pipe = tiny_pipeline(vae_factor=args.vae_factor).to(dtype=getattr(torch, dtype))
+        step_figures(pipe, args.steps, args.batch_size, args.rounds, args.window)
     memory_figures(args.side, args.threads)
 
 

@@ -146,8 +146,13 @@ class CanvasPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         import torch
 
-        from hypermosaic.pipelines.models import load_pipeline, resolve_device_dtype
+        from hypermosaic.pipelines.models import (
+            load_pipeline,
+            quiet_libraries,
+            resolve_device_dtype,
+        )
 
+        quiet_libraries()
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         device, dtype = resolve_device_dtype(self.device, self.dtype)

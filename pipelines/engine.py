@@ -21,7 +21,12 @@ import torch
 
 from hypermosaic.engines import PrimaryJob, TileContext, TileJob
 from hypermosaic.errors import InputError
-from hypermosaic.pipelines.models import img2img_pipeline, load_pipeline, resolve_device_dtype
+from hypermosaic.pipelines.models import (
+    img2img_pipeline,
+    load_pipeline,
+    quiet_libraries,
+    resolve_device_dtype,
+)
 
 __all__ = ["DiffusionEngine", "to_uint8"]
 
@@ -43,15 +48,6 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per image: the same noise whatever the device and the batch."""
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-
-def _quiet_libraries() -> None:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.disable_progress_bar()
-        library.set_verbosity_error()
 
 
 def _check_side(side: int, what: str) -> None:
@@ -85,7 +81,7 @@ class DiffusionEngine:
             raise InputError(f"diffusion.batch_size: {batch_size} (must be at least 1)")
         self.batch_size = batch_size
         self.device, self.dtype = resolve_device_dtype(device, dtype)
-        _quiet_libraries()
+        quiet_libraries()
         self.text2img = load_pipeline(
             model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config
         )

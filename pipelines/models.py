@@ -46,6 +46,7 @@ __all__ = [
     "locate_model",
     "make_scheduler",
     "native_size",
+    "quiet_libraries",
     "resolve_device_dtype",
 ]
 
@@ -71,6 +72,17 @@ DOWNLOAD_HINT = (
     "on older huggingface_hub) and copy the Hugging Face cache here, or point {key} to "
     "a local diffusers directory"
 )
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' progress bars and warnings in this process: a
+    worker's (or the CLI's) own progress display would be broken by them; errors still raise."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.set_verbosity_error()
 
 
 def resolve_device_dtype(

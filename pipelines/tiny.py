@@ -36,6 +36,7 @@ TEXT_HIDDEN = 32
 MAX_TOKENS = 77
 SDXL_TIME_DIM = 8  # SDXL embeds 6 numbers (original size, crop, target size) at this width
 LCM_COND_DIM = 32  # width of the guidance embedding an LCM UNet adds to its time embedding
+VAE_CHANNELS = {2: (32, 64), 8: (32, 32, 64, 64)}  # VAE scale factor: its blocks' widths
 KINDS = ("sd", "sdxl", "lcm")
 
 
@@ -108,23 +109,26 @@ def _unet(kind: str) -> Any:
     )
 
 
-def _tiny_components(kind: str) -> dict[str, Any]:
+def _tiny_components(kind: str, vae_factor: int = 2) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if kind not in KINDS:
         raise ValueError(f"kind: unknown tiny model {kind!r} (use {', '.join(KINDS)})")
+    if vae_factor not in VAE_CHANNELS:
+        raise ValueError(f"vae_factor: {vae_factor} (use {' or '.join(map(str, VAE_CHANNELS))})")
+    channels = VAE_CHANNELS[vae_factor]
     tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         unet = _unet(kind)
         torch.manual_seed(TINY_SEED)
         vae = AutoencoderKL(
-            block_out_channels=(32, 64),
+            block_out_channels=channels,
             in_channels=3,
             out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
             latent_channels=4,
         )
         torch.manual_seed(TINY_SEED)
@@ -157,9 +161,10 @@ def _tiny_components(kind: str) -> dict[str, Any]:
     return {**components, "safety_checker": None, "requires_safety_checker": False}
 
 
-def tiny_pipeline(kind: str = "sd") -> Any:
+def tiny_pipeline(kind: str = "sd", vae_factor: int = 2) -> Any:
     """The tiny ``sd``, ``sdxl`` or ``lcm`` text-to-image pipeline (float32, CPU, progress bar
-    off)."""
+    off). ``vae_factor = 8`` gives a four-block VAE with Stable Diffusion's geometry (a 64 px
+    window is 8x8 latents), for benchmarks that should weigh the UNet as SD does."""
     from diffusers import (
         LatentConsistencyModelPipeline,
         StableDiffusionPipeline,
@@ -168,7 +173,7 @@ def tiny_pipeline(kind: str = "sd") -> Any:
 
     pipeline_class = {"sdxl": StableDiffusionXLPipeline,
                       "lcm": LatentConsistencyModelPipeline}.get(kind, StableDiffusionPipeline)
-    pipe = pipeline_class(**_tiny_components(kind))
+    pipe = pipeline_class(**_tiny_components(kind, vae_factor))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

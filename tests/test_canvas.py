@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,13 +127,19 @@ def test_pndm_reports_every_timestep_and_holds_images_to_the_end(pipe, tmp_path)
                           render_canvas(pipe, plan_of(held, tmp_path)))
 
 
-def test_batched_windows_equal_one_window_per_unet_call(pipe):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batched_windows_equal_one_window_per_unet_call(pipe, dtype):
+    """Also for a bfloat16 model (``dtype = "bfloat16"``): its UNet rows are cast in and out,
+    the latents and the scheduler stay float32."""
+    model = pipe if dtype == "float32" else copy.deepcopy(pipe).to(dtype=torch.bfloat16)
     raw = {"steps": 2, "seed": 3, "grid": {
         "prompt": [["a forest", "a lake", "a hill"]], "tile_height": 32, "tile_width": 32,
         "tile_row_overlap": 0, "tile_col_overlap": 16}}
     batched = plan_of({**raw, "batch_size": 8})
     single = dataclasses.replace(batched, batch_size=1)
-    assert_same_image(render_canvas(pipe, batched), render_canvas(pipe, single))
+    image = render_canvas(model, batched)
+    assert image.shape == (32, 64, 3) and image.dtype == np.uint8
+    assert_same_image(image, render_canvas(model, single))
 
 
 def test_blend_normalises_weights_to_one_where_covered():
