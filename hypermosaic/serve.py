@@ -5,7 +5,9 @@ segments, encoded slashes or backslashes, NUL bytes, or any symbolic link on the
 (403), and files are opened without following links, so nothing outside the root is ever read.
 Directories serve their ``index.html`` and are never listed. A request body (on any method) is
 read and dropped, or the connection closed after the answer, so that a kept-alive connection
-never reads one request's body as the next request.
+never reads one request's body as the next request. A client that sends nothing for
+``client_timeout`` seconds (a stalled request, or an idle kept-alive connection) is
+disconnected, so stalled clients do not pile up threads.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ FORBIDDEN = "forbidden"
 BODY_LIMIT = 64 << 10
 """Largest request body read and discarded to keep a connection; above it, or chunked, the
 connection is closed after the answer instead."""
+CLIENT_TIMEOUT = 30.0
 
 
 def resolve_request(root: Path, target: str) -> Path | str | None:
@@ -71,6 +74,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     server_version = "hypermosaic"
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.timeout = self.server.client_timeout  # StreamRequestHandler applies it
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._skip_body()
@@ -156,9 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], root: Path, verbose: bool) -> None:
+    def __init__(
+        self, address: tuple[str, int], root: Path, verbose: bool, client_timeout: float
+    ) -> None:
         self.root = root
         self.verbose = verbose
+        self.client_timeout = client_timeout
         super().__init__(address, _Handler)
 
 
@@ -167,9 +177,14 @@ class _Server6(_Server):
 
 
 def make_server(
-    out_dir: Path, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
+    out_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    verbose: bool = False,
+    client_timeout: float = CLIENT_TIMEOUT,
 ) -> ThreadingHTTPServer:
     """A server for ``out_dir`` bound to ``host:port`` (port 0: any free port); not started.
+    A connection silent for ``client_timeout`` seconds is closed.
 
     Raises InputError if ``out_dir`` is not a directory or the address cannot be bound.
     """
@@ -178,7 +193,7 @@ def make_server(
         raise InputError(f"{out_dir}: no such directory")
     cls = _Server6 if ":" in host else _Server
     try:
-        return cls((host, port), root.resolve(), verbose)
+        return cls((host, port), root.resolve(), verbose, client_timeout)
     except OSError as exc:
         raise InputError(f"--host {host} --port {port}: cannot listen: {exc.strerror}") from None
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -138,6 +139,24 @@ def test_a_refused_body_does_not_desynchronise_a_kept_alive_connection(served):
     huge.read()
     assert huge.will_close
     connection.close()
+
+
+def test_a_stalled_client_is_disconnected_and_blocks_no_one(tmp_path):
+    """A client that sends half a request line and then nothing is cut off after the
+    server's ``client_timeout``; meanwhile other clients are served."""
+    (tmp_path / "index.html").write_bytes(b"<p>viewer</p>")
+    server = make_server(tmp_path, port=0, client_timeout=0.3)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        stalled = socket.create_connection(server.server_address[:2], timeout=10)
+        stalled.sendall(b"GET /index.ht")
+        assert fetch(server, "/") == (200, b"<p>viewer</p>")
+        assert stalled.recv(1024) == b""  # closed by the server, well before our 10 s
+        stalled.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_ci_checks_the_chromium_the_test_uses_as_its_doc_shows():
