@@ -34,6 +34,7 @@ from hypermosaic.tasks import (
     Encoding,
     EnginePlugin,
     PrimaryImagePlugin,
+    Upscalers,
     make_primary,
     make_tiles,
     make_tiles_task,
@@ -91,6 +92,7 @@ def tile_jobs(config: BuildConfig, children: list[Address]) -> list[TileJob]:
             strength=level.strength,
             steps=level.steps,
             guidance=level.guidance,
+            init_upscale=level.init_upscale,
         ))
     return jobs
 
@@ -130,13 +132,15 @@ def regenerate_node(config: BuildConfig, address: Address) -> bytes:
         engine = create_engine(config.engine, _engine_settings(config))
         grid = plan.grids[len(parent)]
         images = make_tiles(engine, store.read_node(parent), store.read_node(ROOT), grid,
-                            tile_jobs(config, batch), Encoding(config.format, config.quality))
+                            tile_jobs(config, batch), Encoding(config.format, config.quality),
+                            Upscalers())
     return images[batch.index(address)]
 
 
 def _torch_threads(config: BuildConfig) -> int:
-    """Torch threads of every diffusion worker (and of `regenerate_node`): pixels depend on it."""
-    return cpu_count() if config.engine == "diffusion" else 0
+    """Torch threads of every worker that runs torch (and of `regenerate_node`): pixels
+    depend on it."""
+    return cpu_count() if config.uses_torch else 0
 
 
 def _engine_settings(config: BuildConfig) -> dict[str, Any]:
@@ -189,6 +193,12 @@ def run_build(
         from hypermosaic.pipelines.models import locate_model
 
         locate_model(config.diffusion.model, config.diffusion.config)
+    if config.init_upscalers:
+        from hypermosaic.pipelines.esrgan import model_scale
+
+        for name in config.init_upscalers:  # a bad weights file fails here, not on workers
+            if model_scale(name) < 2:
+                raise InputError(f"init_upscale: {name} does not enlarge (its scale is 1)")
     fingerprints = config.fingerprints()
     store.check_compatible(fingerprints, force)
     store.remove_temporaries()
@@ -200,9 +210,8 @@ def run_build(
 
     # 3. Run the tree on the pool.
     engine_settings = _engine_settings(config)
-    use_torch = config.engine == "diffusion"
     pool = nullcontext(client) if client is not None else open_client(
-        workers, scheduler_address, gpu=use_torch
+        workers, scheduler_address, gpu=config.uses_torch
     )
     with pool as active:
         result.dashboard = active.dashboard_link

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 TEMPLATE_FIELDS = {"depth", "row", "col"}
+BICUBIC = "bicubic"
+UPSCALER_NAMES = ("x4plus", "anime", "fast")  # `hypermosaic.pipelines.esrgan.MODELS`
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
 
 class _Strict(BaseModel):
@@ -66,6 +69,19 @@ class LevelConfig(_Strict):
     strength: Annotated[float, Field(ge=0, le=1)] | None = None
     steps: Annotated[int, Field(ge=1, le=1000)] | None = None
     guidance: Annotated[float, Field(ge=0, le=50)] | None = None
+    init_upscale: str | None = None
+
+    @field_validator("init_upscale")
+    @classmethod
+    def _upscaler(cls, value: str | None) -> str | None:
+        if value is None or value in (BICUBIC, *UPSCALER_NAMES):
+            return value
+        if Path(value).suffix.lower() in WEIGHT_SUFFIXES and Path(value).is_file():
+            return value
+        raise ValueError(
+            f"{value!r} is neither {BICUBIC}, one of {', '.join(UPSCALER_NAMES)}, "
+            f"nor a Real-ESRGAN weights file ({', '.join(WEIGHT_SUFFIXES)})"
+        )
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -91,6 +107,7 @@ class LevelSettings(BaseModel):
     strength: float
     steps: int
     guidance: float
+    init_upscale: str
 
     def prompts_for(self, depth: int, row: int, col: int) -> tuple[str, str]:
         """Prompt and negative prompt of the tile at ``(row, col)`` of a depth-``depth`` node."""
@@ -150,7 +167,7 @@ class PublishConfig(_Strict):
 
 
 DEFAULT_TILES = LevelConfig(
-    prompt="", negative_prompt="", strength=0.5, steps=30, guidance=7.5
+    prompt="", negative_prompt="", strength=0.5, steps=30, guidance=7.5, init_upscale=BICUBIC
 )
 
 
@@ -224,6 +241,30 @@ class BuildConfig(_Strict):
             return (self.grid,) * self.depth
         return tuple(self.grid[: self.depth])
 
+    @property
+    def init_upscalers(self) -> tuple[str, ...]:
+        """The ESRGAN models that enlarge tiles into inits at some built depth, sorted."""
+        names = {self.level(depth).init_upscale for depth in range(1, self.depth + 1)}
+        return tuple(sorted(names - {BICUBIC}))
+
+    @property
+    def uses_torch(self) -> bool:
+        """Whether workers run torch: the diffusion engine or an ESRGAN init upscaler."""
+        return self.engine == "diffusion" or bool(self.init_upscalers)
+
+    def _level_print(self, depth: int) -> dict[str, Any]:
+        """A depth's settings as fingerprinted: the default bicubic init is left out (prints
+        of builds made before ``init_upscale`` existed stay valid), a weights file counts by
+        content."""
+        settings = self.level(depth).model_dump()
+        upscaler = settings.pop("init_upscale")
+        if upscaler in UPSCALER_NAMES:
+            settings["init_upscale"] = upscaler
+        elif upscaler != BICUBIC:
+            key = f"levels.{depth}.init_upscale"
+            settings["init_upscale"] = _model_file_digest(upscaler, key)
+        return settings
+
     def plan(self) -> Plan:
         """The pure expansion plan of this config."""
         focus = None if self.focus is None else tuple(tuple(s) for s in self.focus.path)
@@ -246,7 +287,8 @@ class BuildConfig(_Strict):
         an unchanged config resumes (depth and focus only decide *which* nodes exist). The
         primary image counts by content (a SHA-256 of the file), a single-file model by size and
         a hash of its first and last MiB, and the diffusion ``batch_size`` because batch-mates
-        change a tile's pixels at the level of float rounding. Raises `InputError` naming
+        change a tile's pixels at the level of float rounding. An ESRGAN weights file named by
+        ``init_upscale`` counts like a single-file model. Raises `InputError` naming
         ``primary.image`` if that file cannot be read.
         """
         common = {
@@ -269,7 +311,7 @@ class BuildConfig(_Strict):
         prints = {"0": _digest(common)}
         chain = [common]
         for depth in range(1, self.depth + 1):
-            chain.append({"grid": self.grids[depth - 1], **self.level(depth).model_dump()})
+            chain.append({"grid": self.grids[depth - 1], **self._level_print(depth)})
             prints[str(depth)] = _digest(chain)
         return prints
 
@@ -293,7 +335,7 @@ def _file_digest(path: Path, key: str) -> str:
 MODEL_PROBE = 1 << 20
 
 
-def _model_file_digest(model: str | None) -> str | None:
+def _model_file_digest(model: str | None, key: str = "diffusion.model") -> str | None:
     """Size and a hash of the first and last MiB of a single-file model; None for a folder or id.
 
     Cheap on a multi-GB checkpoint, and it catches a file replaced by another model.
@@ -309,7 +351,7 @@ def _model_file_digest(model: str | None) -> str | None:
             handle.seek(max(0, size - MODEL_PROBE))
             digest.update(handle.read(MODEL_PROBE))
     except OSError as exc:
-        raise InputError(f"diffusion.model: cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
     return f"{size}:{digest.hexdigest()}"
 
 
@@ -361,6 +403,12 @@ def build_config_from_dict(
     recolor = raw.get("recolor")
     if isinstance(recolor, dict) and recolor.get("source") not in (None, "primary", "parent"):
         recolor["source"] = str(base / str(recolor["source"]))
+    levels = raw.get("levels")
+    for layer in [raw.get("tiles"), *(levels.values() if isinstance(levels, dict) else [])]:
+        if isinstance(layer, dict) and isinstance(layer.get("init_upscale"), str):
+            local = base / layer["init_upscale"]
+            if local.suffix.lower() in WEIGHT_SUFFIXES and local.exists():
+                layer["init_upscale"] = str(local)
     diffusion = raw.get("diffusion")
     for key in ("model", "config"):
         if isinstance(diffusion, dict) and isinstance(diffusion.get(key), str):

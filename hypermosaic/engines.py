@@ -41,6 +41,7 @@ class TileJob:
     strength: float
     steps: int
     guidance: float
+    init_upscale: str = "bicubic"  # or the ESRGAN model that enlarges the tile into its init
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 It lives in an importable module (Dask pickles functions from ``__main__`` with their globals, so a
 model cache there would reload every task). The engine is loaded once per worker by
-`EnginePlugin`; tasks take encoded images and return encoded images, so the client alone writes
-files.
+`EnginePlugin`, with the ESRGAN init upscalers (`Upscalers`) on first use; tasks take encoded
+images and return encoded images, so the client alone writes files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from hypermosaic.config import BICUBIC
 from hypermosaic.engines import Engine, PrimaryJob, TileContext, TileJob, create_engine
 from hypermosaic.images import decode, encode, resize
 
@@ -23,6 +24,7 @@ __all__ = [
     "EnginePlugin",
     "Encoding",
     "PrimaryImagePlugin",
+    "Upscalers",
     "cut_tiles",
     "make_primary",
     "make_tiles",
@@ -62,6 +64,21 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class Upscalers:
+    """ESRGAN models by name (`hypermosaic.pipelines.esrgan.load_upscaler`: CUDA when
+    present, ``auto`` dtype), each loaded on first use and kept."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        if name not in self.models:
+            from hypermosaic.pipelines.esrgan import load_upscaler
+
+            self.models[name] = load_upscaler(name)
+        return self.models[name]
+
+
 class EnginePlugin(WorkerPlugin):
     """Loads the engine once per worker (again on a replacement worker), frees it on teardown."""
 
@@ -72,6 +89,7 @@ class EnginePlugin(WorkerPlugin):
         self.settings = settings
         self.torch_threads = torch_threads
         self.engine: Engine | None = None
+        self.upscalers = Upscalers()
 
     def setup(self, worker: Any) -> None:
         if self.torch_threads:
@@ -82,6 +100,7 @@ class EnginePlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         self.engine = None
+        self.upscalers = Upscalers()
 
 
 class PrimaryImagePlugin(WorkerPlugin):
@@ -102,13 +121,33 @@ def make_primary(job: PrimaryJob, encoding: Encoding) -> bytes:
     return encode(_engine().primary(job), encoding.format, encoding.quality)
 
 
-def cut_tiles(parent: np.ndarray, grid: int, size: int, jobs: list[TileJob]) -> np.ndarray:
-    """The tiles of ``jobs`` cut from their parent and upsampled to ``size`` (``(B, s, s, 3)``)."""
+def cut_tiles(
+    parent: np.ndarray,
+    grid: int,
+    size: int,
+    jobs: list[TileJob],
+    upscalers: Callable[[str], Any] | None = None,
+) -> np.ndarray:
+    """The tiles of ``jobs`` cut from their parent and upsampled to ``size`` (``(B, s, s, 3)``).
+
+    A job's ``init_upscale`` says how: ``bicubic``, or an ESRGAN model that ``upscalers``
+    gives by name (`hypermosaic.pipelines.tiled_upscale.enlarge`), each tile on its own so
+    that its init does not depend on its batch-mates.
+    """
     tile = parent.shape[0] // grid
-    return np.stack([
-        resize(parent[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile], size, size)
-        for r, c in (job.address[-1] for job in jobs)
-    ])
+    inits = []
+    for job in jobs:
+        r, c = job.address[-1]
+        crop = parent[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
+        if job.init_upscale == BICUBIC:
+            inits.append(resize(crop, size, size))
+            continue
+        if upscalers is None:
+            raise ValueError(f"init_upscale: {job.init_upscale!r} but no upscalers were given")
+        from hypermosaic.pipelines.tiled_upscale import enlarge
+
+        inits.append(enlarge(upscalers(job.init_upscale), np.ascontiguousarray(crop), size))
+    return np.stack(inits)
 
 
 def make_tiles(
@@ -118,19 +157,24 @@ def make_tiles(
     grid: int,
     jobs: list[TileJob],
     encoding: Encoding,
+    upscalers: Callable[[str], Any] | None = None,
 ) -> list[bytes]:
-    """Turn a batch of sibling tiles into encoded sub-images, in the order of ``jobs``."""
+    """Turn a batch of sibling tiles into encoded sub-images, in the order of ``jobs``;
+    ``upscalers`` as in `cut_tiles`."""
     parent = decode(parent_data)
     size = parent.shape[0]
     context = TileContext(parent=parent, grid=grid, primary=decode(primary_data))
-    images = engine.tiles(cut_tiles(parent, grid, size, jobs), jobs, context)
+    images = engine.tiles(cut_tiles(parent, grid, size, jobs, upscalers), jobs, context)
     return [encode(image, encoding.format, encoding.quality) for image in images]
 
 
 def make_tiles_task(
     parent_data: bytes, grid: int, jobs: list[TileJob], encoding: Encoding
 ) -> list[bytes]:
-    """`make_tiles` on a worker: its engine and the primary image come from the plugins."""
+    """`make_tiles` on a worker: its engine, upscalers and the primary image come from the
+    plugins."""
     plugins = get_worker().plugins
     primary = plugins[PRIMARY_PLUGIN_NAME].data
-    return make_tiles(_engine(), parent_data, primary, grid, jobs, encoding)
+    engine = plugins[PLUGIN_NAME]
+    return make_tiles(engine.engine, parent_data, primary, grid, jobs, encoding,
+                      engine.upscalers)

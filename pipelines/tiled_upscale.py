@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hypermosaic.errors import InputError
+from hypermosaic.images import resize
 from hypermosaic.pipelines.esrgan import Upscaler
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "upscale_tile",
     "upscale_bands",
     "upscale_array",
+    "enlarge",
 ]
 
 DEFAULT_OVERLAP = 32
@@ -183,3 +185,14 @@ def upscale_array(
     height, width = image.shape[:2]
     bands = upscale_bands(_array_reader(image), height, width, upscaler, tile, overlap)
     return np.concatenate(list(bands), axis=0)
+
+
+def enlarge(upscaler: Upscaler, image: np.ndarray, size: int) -> np.ndarray:
+    """A square RGB uint8 ``image`` enlarged to ``(size, size, 3)``: the model as many times as
+    its scale fits (32 px -> 128 -> 512 with a 4x model), `hypermosaic.images.resize` for the
+    rest (64 px -> 256, then 512), so ESRGAN never invents detail that is thrown away."""
+    if upscaler.scale < 2:
+        raise InputError(f"init_upscale: {upscaler.name} does not enlarge (its scale is 1)")
+    while image.shape[0] * upscaler.scale <= size:
+        image = upscale_array(upscaler, image)
+    return resize(image, size, size)

@@ -72,7 +72,8 @@ def test_folder_sources_differ_among_neighbours_and_keep_the_tile_colour(
 
 
 class _Job:
-    """Just the address `cut_tiles` reads from a job."""
+    """Just what `cut_tiles` reads from a job: its address and how its init is upsampled."""
 
     def __init__(self, address: tuple) -> None:
         self.address = address
+        self.init_upscale = "bicubic"

@@ -1,0 +1,148 @@
+"""ESRGAN init upscaling in the build: each tile's crop enlarged by a model instead of bicubic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from hypermosaic.build import regenerate_node, run_build
+from hypermosaic.cli import cli
+from hypermosaic.config import build_config_from_dict
+from hypermosaic.engines import TileJob
+from hypermosaic.errors import InputError
+from hypermosaic.images import decode, resize
+from hypermosaic.pipelines import esrgan
+from hypermosaic.pipelines.tiled_upscale import enlarge, upscale_array
+from hypermosaic.store import Store
+from hypermosaic.tasks import Encoding, Upscalers, cut_tiles, make_tiles
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _weights(path: Path, scale: int) -> Path:
+    """A small seeded SRVGGNetCompact as a user's .safetensors."""
+    torch.manual_seed(scale)
+    save_file(esrgan.SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale).state_dict(), path)
+    return path
+
+
+@pytest.fixture()
+def x2(tmp_path: Path) -> Path:
+    return _weights(tmp_path / "x2.safetensors", 2)
+
+
+def _photo(side: int) -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[180 : 180 + side, 200 : 200 + side])
+
+
+def _config(examples_dir: Path, out: Path, **raw) -> object:
+    raw = {"seed": 3, "size": 32, "grid": 2, "depth": 2, "engine": "recolor",
+           "primary": {"image": "images/chelsea.png"}, "out": str(out), **raw}
+    return build_config_from_dict(raw, base=examples_dir, source="test.toml")
+
+
+def test_enlarge_runs_the_model_while_it_fits_then_resizes(x2: Path) -> None:
+    upscaler = esrgan.load_upscaler(x2, device="cpu", dtype="float32")
+    crop = _photo(8)
+    twice = upscale_array(upscaler, upscale_array(upscaler, crop))
+    assert np.array_equal(enlarge(upscaler, crop, 32), twice)  # 8 -> 16 -> 32
+    once = upscale_array(upscaler, crop)
+    assert np.array_equal(enlarge(upscaler, crop, 24), resize(once, 24, 24))  # 8 -> 16, 24
+    assert not np.array_equal(twice, resize(crop, 32, 32))
+
+
+def test_scale_one_weights_are_refused(tmp_path: Path, examples_dir: Path) -> None:
+    same = _weights(tmp_path / "x1.safetensors", 1)
+    with pytest.raises(InputError, match="does not enlarge"):
+        enlarge(esrgan.load_upscaler(same, device="cpu"), _photo(8), 32)
+    config = _config(examples_dir, tmp_path / "out", tiles={"init_upscale": str(same)})
+    with pytest.raises(InputError, match="init_upscale: .*does not enlarge"):
+        run_build(config, publish=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tiles_get_the_models_init_each_on_its_own(x2: Path) -> None:
+    """`make_tiles` hands the engine the ESRGAN-enlarged crops, the same as one at a time."""
+    parent = _photo(32)
+    jobs = [TileJob(((r, c),), 0, "", "", 0.5, 10, 7.5, init_upscale=str(x2))
+            for r in range(2) for c in range(2)]
+    upscalers = Upscalers()
+    inits = cut_tiles(parent, 2, 32, jobs, upscalers)
+    model = upscalers(str(x2))
+    for (r, c), init in zip([(0, 0), (0, 1), (1, 0), (1, 1)], inits, strict=True):
+        crop = parent[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
+        assert np.array_equal(init, enlarge(model, crop, 32))
+    assert np.array_equal(cut_tiles(parent, 2, 32, jobs[2:3], upscalers)[0], inits[2])
+
+    class Echo:
+        def tiles(self, inits, jobs, context):
+            return inits
+
+    encoded = make_tiles(Echo(), _encode(parent), _encode(parent), 2, jobs, Encoding(),
+                         upscalers)
+    assert all(np.array_equal(decode(data), init) for data, init in zip(encoded, inits,
+                                                                         strict=True))
+    with pytest.raises(ValueError, match="no upscalers"):
+        cut_tiles(parent, 2, 32, jobs)
+
+
+def _encode(image: np.ndarray) -> bytes:
+    from hypermosaic.images import encode
+
+    return encode(image, "png", 92)
+
+
+def test_config_names_levels_and_resolves_weights(examples_dir: Path, tmp_path: Path,
+                                                  x2: Path) -> None:
+    plain = _config(examples_dir, tmp_path / "a")
+    config = _config(examples_dir, tmp_path / "a", levels={2: {"init_upscale": "fast"}})
+    assert [config.level(d).init_upscale for d in (1, 2)] == ["bicubic", "fast"]
+    assert config.init_upscalers == ("fast",) and config.uses_torch
+    assert plain.init_upscalers == () and not plain.uses_torch
+    before, after = plain.fingerprints(), config.fingerprints()
+    assert before["1"] == after["1"] and before["2"] != after["2"]
+    relative = build_config_from_dict(
+        {"size": 32, "grid": 2, "depth": 1, "primary": {"image": str(examples_dir /
+         "images/chelsea.png")}, "tiles": {"init_upscale": "x2.safetensors"}},
+        base=tmp_path, source="t.toml")
+    assert relative.level(1).init_upscale == str(tmp_path / "x2.safetensors")
+    printed = relative.fingerprints()["1"]
+    _weights(x2, 4)  # other weights under the same name
+    assert relative.fingerprints()["1"] != printed
+    with pytest.raises(InputError, match=r"tiles\.init_upscale: .*'bilinear' is neither"):
+        _config(examples_dir, tmp_path / "b", tiles={"init_upscale": "bilinear"})
+    with pytest.raises(InputError, match=r"levels\.2\.init_upscale: .*missing\.pth"):
+        _config(examples_dir, tmp_path / "b", levels={2: {"init_upscale": "missing.pth"}})
+
+
+def test_cli_refuses_a_bad_init_upscale_with_exit_2(examples_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'size = 32\ngrid = 2\ndepth = 1\nout = "{tmp_path / "out"}"\n'
+                      f'[primary]\nimage = "{examples_dir / "images/chelsea.png"}"\n'
+                      '[tiles]\ninit_upscale = "esrgan"\n')
+    result = CliRunner().invoke(cli, ["build", str(config)])
+    assert result.exit_code == 2
+    assert "tiles.init_upscale" in result.output and "'esrgan' is neither" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_with_model_inits_is_reproducible(examples_dir: Path, tmp_path: Path, x2: Path,
+                                                dask_client) -> None:
+    """On the pool (two workers) and regenerated alone in this process, a node made from an
+    ESRGAN init has the same bytes; and the init shows in the nodes."""
+    config = _config(examples_dir, tmp_path / "esrgan", tiles={"init_upscale": str(x2)})
+    result = run_build(config, client=dask_client, publish=False)
+    assert result.ok and result.computed == 21
+    store = Store(config.out)
+    for address in [((1, 0),), ((0, 1), (1, 1))]:
+        assert regenerate_node(config, address) == store.read_node(address)
+    plain = _config(examples_dir, tmp_path / "plain")
+    run_build(plain, client=dask_client, publish=False)
+    assert store.read_node(((1, 0),)) != Store(plain.out).read_node(((1, 0),))
