@@ -14,8 +14,10 @@ scheduler step then moves the whole canvas, so tiles never drift apart and no se
 
 Speed: the windows of a step that share a shape go through the UNet together, up to
 ``batch_size`` windows per call, each window with its unconditional and conditional rows
-(classifier-free guidance batched too); prompt embeddings are computed once per canvas.
-``batch_size = 1`` is the original one-window-per-call loop and gives the same image.
+(classifier-free guidance batched too); prompt embeddings are computed once per canvas. A call
+that runs out of device memory is retried with half as many windows, and the smaller size
+kept for the rest of the canvas (`CallSize`). ``batch_size = 1`` is the original
+one-window-per-call loop and gives the same image.
 
 LCM-distilled UNets (``unet.config.time_cond_proj_dim`` set) take the guidance scale as an
 input instead: each window's UNet rows get ``timestep_cond``, the embedding of its guidance
@@ -44,10 +46,11 @@ import torch
 from hypermosaic.canvas_plan import CELL, Box, CanvasPlan, window_spans
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines.masks import gaussian_blur, region_weights
-from hypermosaic.pipelines.models import make_scheduler
+from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
 from hypermosaic.pipelines.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
 
 __all__ = [
+    "CallSize",
     "StepCallback",
     "TextRows",
     "Window",
@@ -88,6 +91,22 @@ class Window:
     def shape(self) -> tuple[int, int]:
         top, bottom, left, right = self.box
         return bottom - top, right - left
+
+
+@dataclass
+class CallSize:
+    """Windows per UNet call: the plan's ``batch_size``, halved (down to one) each time a call
+    runs out of device memory, and kept halved for the later steps."""
+
+    windows: int
+
+    def shrink(self, exc: RuntimeError) -> None:
+        """Halve after an out-of-memory ``exc``; re-raise anything else, or at one window."""
+        if not is_out_of_memory(exc) or self.windows == 1:
+            raise exc
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.windows //= 2
 
 
 def check_inputs(pipe: Any) -> None:
@@ -300,10 +319,11 @@ def _predict(
     scaled: torch.Tensor,
     table: torch.Tensor,
     t: torch.Tensor,
-    batch_size: int,
+    call: CallSize,
     backgrounds: dict[Box, torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
-    """Every window's guided prediction, float32, in order; equal shapes share UNet calls.
+    """Every window's guided prediction, float32, in order; equal shapes share UNet calls of
+    up to ``call.windows`` windows (halved on out-of-memory, see `CallSize`).
 
     ``scaled`` is the canvas's model input, each window seeing `window_input`. A UNet with
     ``time_cond_proj_dim`` gets each row's window guidance embedded as ``timestep_cond``.
@@ -314,8 +334,9 @@ def _predict(
     for index, window in enumerate(windows):
         groups.setdefault(window.shape, []).append(index)
     for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
+        start = 0
+        while start < len(members):
+            chunk = members[start : start + call.windows]
             inputs = [
                 window_input(windows[i], scaled, backgrounds).expand(len(windows[i].rows), -1,
                                                                      -1, -1)
@@ -327,7 +348,12 @@ def _predict(
             if embed_dim is not None:
                 w = torch.tensor([windows[i].guidance - 1 for i in chunk for _ in windows[i].rows])
                 extra["timestep_cond"] = guidance_embedding(w, embed_dim).to(x.device, x.dtype)
-            out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
+            try:
+                out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                call.shrink(exc)
+                continue
+            start += len(chunk)
             offset = 0
             for i in chunk:
                 n = len(windows[i].rows)
@@ -425,6 +451,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
             vae, np.full((h * f, w * f, 3), WHITE, np.uint8), vae_tile, vae_tile // 4
         ).to(device)
     step_kwargs = _step_kwargs(scheduler, generator)
+    call = CallSize(plan.batch_size)
 
     # 5. Denoise the whole canvas.
     for i, t in enumerate(timesteps):
@@ -441,7 +468,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
                 )
                 for w in isolated
             }
-        predictions = _predict(unet, windows, scaled, table, t, plan.batch_size, backgrounds)
+        predictions = _predict(unet, windows, scaled, table, t, call, backgrounds)
         eps = blend(latents.shape, windows, predictions)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if callback is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "SCHEDULERS",
     "ModelSource",
     "img2img_pipeline",
+    "is_out_of_memory",
     "load_pipeline",
     "locate_model",
     "make_scheduler",
@@ -72,6 +73,14 @@ DOWNLOAD_HINT = (
     "on older huggingface_hub) and copy the Hugging Face cache here, or point {key} to "
     "a local diffusers directory"
 )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device running out of memory (CUDA's, or another backend's
+    RuntimeError saying so), which a smaller batch or tile can avoid."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
 
 
 def quiet_libraries() -> None:

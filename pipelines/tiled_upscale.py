@@ -24,6 +24,7 @@ import torch
 from hypermosaic.errors import InputError
 from hypermosaic.images import resize
 from hypermosaic.pipelines.esrgan import Upscaler
+from hypermosaic.pipelines.models import is_out_of_memory
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -86,10 +87,6 @@ def axis_weights(windows: list[tuple[int, int]], overlap: int, scale: int) -> li
     ]
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
-
-
 def upscale_tile(upscaler: Upscaler, pixels: np.ndarray, overlap: int) -> np.ndarray:
     """Upscale one RGB uint8 tile to float32 (h*s, w*s, 3) in 0..1.
 
@@ -109,7 +106,7 @@ def upscale_tile(upscaler: Upscaler, pixels: np.ndarray, overlap: int) -> np.nda
             )
             return np.concatenate(list(bands), axis=0)
         except RuntimeError as exc:  # torch.OutOfMemoryError is one
-            if not _is_oom(exc) or upscaler.tile // 2 < _MIN_TILE:
+            if not is_out_of_memory(exc) or upscaler.tile // 2 < _MIN_TILE:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

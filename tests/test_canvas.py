@@ -302,6 +302,38 @@ class RecordingUnet:
         return self.unet(x, t, **kwargs)
 
 
+class ScarceMemoryUnet(RecordingUnet):
+    """The tiny UNet on a device that holds at most ``rows`` rows per call."""
+
+    def __init__(self, unet, rows):
+        super().__init__(unet)
+        self.rows = rows
+        self.refused: list[int] = []
+
+    def __call__(self, x, t, **kwargs):
+        if len(x) > self.rows:
+            self.refused.append(len(x))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().__call__(x, t, **kwargs)
+
+
+def test_out_of_memory_halves_the_windows_per_call_and_keeps_them_halved(pipe):
+    raw = {"steps": 3, "seed": 3, "grid": {
+        "prompt": [["a forest", "a lake", "a hill", "a road"]], "tile_height": 32,
+        "tile_width": 32, "tile_row_overlap": 0, "tile_col_overlap": 16}}
+    plan = plan_of({**raw, "batch_size": 4})
+    scarce = SimpleNamespace(unet=ScarceMemoryUnet(pipe.unet, rows=4), vae=pipe.vae,
+                             scheduler=pipe.scheduler, encode_prompt=pipe.encode_prompt)
+    image = render_canvas(scarce, plan)
+    assert scarce.unet.refused == [8]  # 4 windows x 2 guidance rows: once, then 2 windows
+    assert [len(x) for x in scarce.unet.inputs] == [4, 4] * 3
+    assert_same_image(image, render_canvas(pipe, dataclasses.replace(plan, batch_size=2)))
+    tiny = SimpleNamespace(**{**vars(scarce), "unet": ScarceMemoryUnet(pipe.unet, rows=1)})
+    with pytest.raises(torch.OutOfMemoryError):
+        render_canvas(tiny, plan)  # not even one window (two rows) fits
+    assert tiny.unet.refused == [8, 4, 2]
+
+
 def test_bootstrap_separates_a_partial_brush_for_its_first_steps(pipe, tmp_path):
     from PIL import Image
 
