@@ -17,6 +17,7 @@ import numpy as np
 import pyvips
 from PIL import Image, UnidentifiedImageError
 
+from hypermosaic import png
 from hypermosaic.errors import InputError
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
 
 MAX_INPUT_PIXELS = 256 * 1024 * 1024
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 if Image.MAX_IMAGE_PIXELS is not None:
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS // 2)
 
@@ -97,11 +97,14 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def encode(image: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
     """Encode to PNG, JPEG or WebP bytes (lossless PNG by default).
 
-    PNG goes through libvips (libspng) at zlib level 1: about 3x faster than Pillow at its
-    default level for a few percent more bytes, which matters when a build writes tens of
-    thousands of nodes. JPEG and WebP go through Pillow, which is quicker for small images.
+    An RGB uint8 PNG goes through `hypermosaic.png` (unfiltered rows, libdeflate level 1):
+    for a 256 px node 1.4 ms and 95 kB against libvips' 2.3 ms and 134 kB at zlib level 1,
+    which matters when a build writes tens of thousands of nodes. Other PNGs go through
+    libvips; JPEG and WebP through Pillow, which is quicker for small images.
     """
     if fmt == "png":
+        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            return png.encode_rgb8(image)
         return pyvips.Image.new_from_array(np.ascontiguousarray(image)).pngsave_buffer(
             compression=1
         )
@@ -113,12 +116,15 @@ def encode(image: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
 def decode(data: bytes) -> np.ndarray:
     """Decode image bytes (as written by `encode`, or any RGB/RGBA/grey image) to RGB.
 
-    An 8-bit RGB PNG (every node `encode` writes) goes through Pillow, which decodes these
-    about twice as fast as libvips (1.3 against 2.6 ms for a 256 px node; a DeepZoom pyramid
-    decodes every leaf once). PNG is lossless, so both give the same pixels; anything else goes
-    through libvips.
+    The PNGs `encode` writes (every node, most DeepZoom tiles) take `hypermosaic.png`'s path:
+    0.5 ms for a 256 px node against Pillow's 1.3 and libvips' 2.6 (a DeepZoom pyramid decodes
+    every leaf once). Other 8-bit RGB PNGs go through Pillow, anything else through libvips;
+    PNG is lossless, so every route gives the same pixels.
     """
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(png.SIGNATURE):
+        pixels = png.decode_rgb8(data)
+        if pixels is not None:
+            return pixels
         with Image.open(io.BytesIO(data)) as image:
             if image.mode == "RGB":
                 return np.array(image)  # writable, as libvips' arrays are
