@@ -26,7 +26,7 @@ __all__ = ["upscale_command"]
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               default="auto", show_default=True,
               help="Compute dtype. auto: float16 on CUDA, bfloat16 on a CPU with native "
-              "bfloat16 (2x faster, about 50 dB from float32), else float32.")
+              "bfloat16 (2x faster, 53-55 dB PSNR from float32), else float32.")
 @click.option("--workers", type=click.IntRange(min=1), help="Dask workers for several images.")
 @click.option("--scheduler-address", metavar="tcp://HOST:PORT",
               help="Run on an existing Dask cluster instead of a local one.")

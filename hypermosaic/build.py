@@ -133,14 +133,47 @@ def regenerate_node(config: BuildConfig, address: Address) -> bytes:
         grid = plan.grids[len(parent)]
         images = make_tiles(engine, store.read_node(parent), store.read_node(ROOT), grid,
                             tile_jobs(config, batch), Encoding(config.format, config.quality),
-                            Upscalers())
+                            _upscalers(config))
     return images[batch.index(address)]
+
+
+def _check_init_upscalers(config: BuildConfig) -> None:
+    """`InputError` naming the key for an ESRGAN ``init_upscale`` that cannot load (a damaged
+    weights file, registry weights missing) or would never run: a scale of 1, or a tile crop
+    too large for even one pass (``size / grid * scale > size``, leaving it all to bicubic)."""
+    if not config.init_upscalers:
+        return
+    from hypermosaic.pipelines.esrgan import MODELS, model_scale, ncnn_model_files
+
+    for depth in range(1, config.depth + 1):
+        name = config.level(depth).init_upscale
+        if name not in config.init_upscalers:
+            continue
+        key = config.init_upscale_key(depth)
+        try:
+            if name in MODELS:
+                ncnn_model_files(MODELS[name].ncnn_stem)
+            scale = model_scale(name)
+        except InputError as exc:
+            raise InputError(f"{key}: {exc}") from None
+        crop = config.size // config.grids[depth - 1]
+        if scale < 2 or crop * scale > config.size:
+            raise InputError(
+                f"{key}: {name} (scale {scale}) cannot enlarge the {crop} px tiles of level "
+                f"{depth} within size {config.size}; use bicubic there, or a finer grid"
+            )
 
 
 def _torch_threads(config: BuildConfig) -> int:
     """Torch threads of every worker that runs torch (and of `regenerate_node`): pixels
     depend on it."""
     return cpu_count() if config.uses_torch else 0
+
+
+def _upscalers(config: BuildConfig) -> Upscalers:
+    """The init upscalers on ``diffusion``'s device and dtype (``auto``: float16 on CUDA,
+    float32 on CPU, whatever the CPU: the dtype is in the fingerprints)."""
+    return Upscalers(config.diffusion.device, config.diffusion.dtype)
 
 
 def _engine_settings(config: BuildConfig) -> dict[str, Any]:
@@ -193,12 +226,7 @@ def run_build(
         from hypermosaic.pipelines.models import locate_model
 
         locate_model(config.diffusion.model, config.diffusion.config)
-    if config.init_upscalers:
-        from hypermosaic.pipelines.esrgan import model_scale
-
-        for name in config.init_upscalers:  # a bad weights file fails here, not on workers
-            if model_scale(name) < 2:
-                raise InputError(f"init_upscale: {name} does not enlarge (its scale is 1)")
+    _check_init_upscalers(config)
     fingerprints = config.fingerprints()
     store.check_compatible(fingerprints, force)
     store.remove_temporaries()
@@ -216,7 +244,8 @@ def run_build(
     with pool as active:
         result.dashboard = active.dashboard_link
         active.register_plugin(EnginePlugin(
-            config.engine, engine_settings, torch_threads=_torch_threads(config)
+            config.engine, engine_settings, torch_threads=_torch_threads(config),
+            upscalers=_upscalers(config),
         ))
         runner = _TreeRunner(config, plan, store, encoding, active, result, on_progress,
                              fingerprints[str(plan.depth)][:8])

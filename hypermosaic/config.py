@@ -76,7 +76,9 @@ class LevelConfig(_Strict):
     def _upscaler(cls, value: str | None) -> str | None:
         if value is None or value in (BICUBIC, *UPSCALER_NAMES):
             return value
-        if Path(value).suffix.lower() in WEIGHT_SUFFIXES and Path(value).is_file():
+        if Path(value).suffix.lower() in WEIGHT_SUFFIXES:
+            if not Path(value).is_file():
+                raise ValueError(f"no such weights file: {value}")
             return value
         raise ValueError(
             f"{value!r} is neither {BICUBIC}, one of {', '.join(UPSCALER_NAMES)}, "
@@ -241,6 +243,13 @@ class BuildConfig(_Strict):
             return (self.grid,) * self.depth
         return tuple(self.grid[: self.depth])
 
+    def init_upscale_key(self, depth: int) -> str:
+        """The key that sets depth ``depth``'s ``init_upscale``, for error messages."""
+        level = self.levels.get(depth)
+        if level is not None and level.init_upscale is not None:
+            return f"levels.{depth}.init_upscale"
+        return "tiles.init_upscale"
+
     @property
     def init_upscalers(self) -> tuple[str, ...]:
         """The ESRGAN models that enlarge tiles into inits at some built depth, sorted."""
@@ -254,15 +263,15 @@ class BuildConfig(_Strict):
 
     def _level_print(self, depth: int) -> dict[str, Any]:
         """A depth's settings as fingerprinted: the default bicubic init is left out (prints
-        of builds made before ``init_upscale`` existed stay valid), a weights file counts by
-        content."""
+        of builds made before ``init_upscale`` existed stay valid); a model comes with the
+        dtype it runs in (``diffusion.dtype``), a weights file counts by content."""
         settings = self.level(depth).model_dump()
         upscaler = settings.pop("init_upscale")
-        if upscaler in UPSCALER_NAMES:
-            settings["init_upscale"] = upscaler
-        elif upscaler != BICUBIC:
-            key = f"levels.{depth}.init_upscale"
-            settings["init_upscale"] = _model_file_digest(upscaler, key)
+        if upscaler == BICUBIC:
+            return settings
+        settings["init_upscale"] = (upscaler if upscaler in UPSCALER_NAMES else
+                                    _model_file_digest(upscaler, self.init_upscale_key(depth)))
+        settings["init_dtype"] = self.diffusion.dtype
         return settings
 
     def plan(self) -> Plan:
@@ -407,7 +416,7 @@ def build_config_from_dict(
     for layer in [raw.get("tiles"), *(levels.values() if isinstance(levels, dict) else [])]:
         if isinstance(layer, dict) and isinstance(layer.get("init_upscale"), str):
             local = base / layer["init_upscale"]
-            if local.suffix.lower() in WEIGHT_SUFFIXES and local.exists():
+            if local.suffix.lower() in WEIGHT_SUFFIXES:
                 layer["init_upscale"] = str(local)
     diffusion = raw.get("diffusion")
     for key in ("model", "config"):

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hypermosaic.config import BICUBIC
 from hypermosaic.tree import Address
 
 __all__ = ["Engine", "PrimaryJob", "TileContext", "TileJob", "create_engine"]
@@ -41,7 +42,7 @@ class TileJob:
     strength: float
     steps: int
     guidance: float
-    init_upscale: str = "bicubic"  # or the ESRGAN model that enlarges the tile into its init
+    init_upscale: str = BICUBIC  # or the ESRGAN model that enlarges the tile into its init
 
 
 @dataclass(frozen=True)

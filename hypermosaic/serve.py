@@ -5,9 +5,9 @@ segments, encoded slashes or backslashes, NUL bytes, or any symbolic link on the
 (403), and files are opened without following links, so nothing outside the root is ever read.
 Directories serve their ``index.html`` and are never listed. A request body (on any method) is
 read and dropped, or the connection closed after the answer, so that a kept-alive connection
-never reads one request's body as the next request. A client that sends nothing for
-``client_timeout`` seconds (a stalled request, or an idle kept-alive connection) is
-disconnected, so stalled clients do not pile up threads.
+never reads one request's body as the next request. A connection on which nothing moves for
+``client_timeout`` seconds (a stalled request, an idle kept-alive connection, or a client that
+stops reading its answer) is closed, so stalled clients do not pile up threads.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ images and return encoded images, so the client alone writes files.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,18 +66,34 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 class Upscalers:
-    """ESRGAN models by name (`hypermosaic.pipelines.esrgan.load_upscaler`: CUDA when
-    present, ``auto`` dtype), each loaded on first use and kept."""
+    """ESRGAN models by name on one device and dtype (as ``diffusion.device`` and
+    ``diffusion.dtype``: `hypermosaic.pipelines.models.resolve_device_dtype`), each loaded on
+    first use and kept; safe to share between a worker's threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto", dtype: str = "auto") -> None:
+        self.device = device
+        self.dtype = dtype
         self.models: dict[str, Any] = {}
+        self.lock = threading.Lock()
 
     def __call__(self, name: str) -> Any:
-        if name not in self.models:
-            from hypermosaic.pipelines.esrgan import load_upscaler
+        with self.lock:
+            if name not in self.models:
+                from hypermosaic.pipelines.esrgan import load_upscaler
+                from hypermosaic.pipelines.models import resolve_device_dtype
 
-            self.models[name] = load_upscaler(name)
-        return self.models[name]
+                device, dtype = resolve_device_dtype(self.device, self.dtype)
+                self.models[name] = load_upscaler(
+                    name, device=device, dtype=str(dtype).removeprefix("torch.")
+                )
+            return self.models[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (sent to workers) without its models or lock: each worker loads its own."""
+        return {"device": self.device, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["device"], state["dtype"])
 
 
 class EnginePlugin(WorkerPlugin):
@@ -84,12 +101,18 @@ class EnginePlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, engine: str, settings: dict[str, Any], torch_threads: int = 0) -> None:
+    def __init__(
+        self,
+        engine: str,
+        settings: dict[str, Any],
+        torch_threads: int = 0,
+        upscalers: Upscalers | None = None,
+    ) -> None:
         self.engine_name = engine
         self.settings = settings
         self.torch_threads = torch_threads
         self.engine: Engine | None = None
-        self.upscalers = Upscalers()
+        self.upscalers = upscalers or Upscalers()
 
     def setup(self, worker: Any) -> None:
         if self.torch_threads:
@@ -100,7 +123,7 @@ class EnginePlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         self.engine = None
-        self.upscalers = Upscalers()
+        self.upscalers = Upscalers(self.upscalers.device, self.upscalers.dtype)
 
 
 class PrimaryImagePlugin(WorkerPlugin):

@@ -100,13 +100,12 @@ class CallSize:
 
     windows: int
 
-    def shrink(self, exc: RuntimeError) -> None:
-        """Halve after an out-of-memory ``exc``; re-raise anything else, or at one window."""
-        if not is_out_of_memory(exc) or self.windows == 1:
+    def shrink(self, exc: RuntimeError, tried: int) -> None:
+        """After a call of ``tried`` windows raised ``exc``: on out-of-memory, half as many as
+        were tried; re-raise anything else, or when a single window did not fit."""
+        if not is_out_of_memory(exc) or tried == 1:
             raise exc
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        self.windows //= 2
+        self.windows = min(self.windows, tried) // 2
 
 
 def check_inputs(pipe: Any) -> None:
@@ -351,7 +350,11 @@ def _predict(
             try:
                 out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
             except RuntimeError as exc:  # torch.OutOfMemoryError is one
-                call.shrink(exc)
+                call.shrink(exc, len(chunk))
+                out = None
+            if out is None:  # out of memory: the failed call's tensors are gone by now
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 continue
             start += len(chunk)
             offset = 0

@@ -395,7 +395,7 @@ def resolve_dtype(dtype: str, device: torch.device, bf16: bool | None = None) ->
 
     ``auto``: float16 on CUDA (as Real-ESRGAN's own inference), bfloat16 on a CPU that has it
     natively (``bf16``, default `native_bf16`): twice as fast as float32 there and 53-55 dB
-    PSNR from it, half a uint8 level on average (`benchmarks/bench_upscale.py`); float32
+    PSNR from it, 0.4 of a uint8 level on average (`benchmarks/bench_upscale.py`); float32
     otherwise. ``float32`` gives the exact path (the ncnn reference test uses it).
     """
     if dtype not in DTYPES:

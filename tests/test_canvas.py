@@ -142,6 +142,21 @@ def test_batched_windows_equal_one_window_per_unet_call(pipe, dtype):
     assert_same_image(image, render_canvas(model, single))
 
 
+def test_tiny_pipeline_with_sd_geometry():
+    """``vae_factor = 8`` (the canvas benchmark's): SD's latent geometry, same UNet."""
+    from hypermosaic.pipelines.tiled_vae import vae_scale_factor
+    from hypermosaic.pipelines.tiny import tiny_pipeline
+
+    sd = tiny_pipeline(vae_factor=8)
+    assert vae_scale_factor(sd.vae) == 8
+    with torch.no_grad():
+        assert sd.vae.decode(torch.zeros(1, 4, 3, 5)).sample.shape == (1, 3, 24, 40)
+    plan = plan_of({"width": 64, "height": 64, "steps": 1, "regions": [text(0, 64, 0, 64)]})
+    assert render_canvas(sd, plan).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="vae_factor: 4"):
+        tiny_pipeline(vae_factor=4)
+
+
 def test_blend_normalises_weights_to_one_where_covered():
     shape = torch.Size((1, 4, 12, 20))
     windows = [
@@ -332,6 +347,21 @@ def test_out_of_memory_halves_the_windows_per_call_and_keeps_them_halved(pipe):
     with pytest.raises(torch.OutOfMemoryError):
         render_canvas(tiny, plan)  # not even one window (two rows) fits
     assert tiny.unet.refused == [8, 4, 2]
+    three = plan_of({**raw, "grid": {**raw["grid"], "prompt": [["a forest", "a lake", "a hill"]]},
+                     "batch_size": 8})
+    scarce.unet = ScarceMemoryUnet(pipe.unet, rows=4)
+    render_canvas(scarce, three)  # halves what was tried (3 windows), not the batch_size (8)
+    assert scarce.unet.refused == [6] and [len(x) for x in scarce.unet.inputs][:2] == [2, 2]
+
+    class Broken(RecordingUnet):
+        def __call__(self, x, t, **kwargs):
+            self.inputs.append(x)
+            raise RuntimeError("expected scalar type Float but found Half")
+
+    broken = SimpleNamespace(**{**vars(scarce), "unet": Broken(pipe.unet)})
+    with pytest.raises(RuntimeError, match="expected scalar type"):
+        render_canvas(broken, plan)
+    assert len(broken.unet.inputs) == 1  # not retried smaller
 
 
 def test_bootstrap_separates_a_partial_brush_for_its_first_steps(pipe, tmp_path):

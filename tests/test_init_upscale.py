@@ -63,7 +63,7 @@ def test_scale_one_weights_are_refused(tmp_path: Path, examples_dir: Path) -> No
     with pytest.raises(InputError, match="does not enlarge"):
         enlarge(esrgan.load_upscaler(same, device="cpu"), _photo(8), 32)
     config = _config(examples_dir, tmp_path / "out", tiles={"init_upscale": str(same)})
-    with pytest.raises(InputError, match="init_upscale: .*does not enlarge"):
+    with pytest.raises(InputError, match=r"tiles\.init_upscale: .*x1\.safetensors \(scale 1\)"):
         run_build(config, publish=False)
     assert not (tmp_path / "out").exists()
 
@@ -118,8 +118,60 @@ def test_config_names_levels_and_resolves_weights(examples_dir: Path, tmp_path: 
     assert relative.fingerprints()["1"] != printed
     with pytest.raises(InputError, match=r"tiles\.init_upscale: .*'bilinear' is neither"):
         _config(examples_dir, tmp_path / "b", tiles={"init_upscale": "bilinear"})
-    with pytest.raises(InputError, match=r"levels\.2\.init_upscale: .*missing\.pth"):
+    with pytest.raises(InputError, match=r"levels\.2\.init_upscale: no such weights file: "
+                       + str(examples_dir / "missing.pth")):
         _config(examples_dir, tmp_path / "b", levels={2: {"init_upscale": "missing.pth"}})
+    float32 = _config(examples_dir, tmp_path / "a", levels={2: {"init_upscale": "fast"}},
+                      diffusion={"dtype": "float32"})
+    assert float32.fingerprints()["2"] != after["2"]  # the dtype the model runs in counts
+
+
+def test_weights_beside_the_config_not_the_working_directory(tmp_path: Path, monkeypatch,
+                                                             examples_dir: Path) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    _weights(tmp_path / "w.safetensors", 2)  # only in the working directory
+    raw = {"size": 32, "grid": 2, "depth": 1, "tiles": {"init_upscale": "w.safetensors"},
+           "primary": {"image": str(examples_dir / "images/chelsea.png")}}
+    with pytest.raises(InputError, match="no such weights file: " + str(folder)):
+        build_config_from_dict(raw, base=folder, source="t.toml")
+
+
+def test_default_fingerprints_are_those_of_builds_made_before_init_upscale(
+    examples_dir: Path,
+) -> None:
+    """The demo's prints as the release before ``init_upscale`` computed them: old stores
+    resume without --force."""
+    from hypermosaic.config import load_build_config
+
+    assert load_build_config(examples_dir / "demo.toml").fingerprints() == {
+        "0": "45bc028c85a87189", "1": "13345f6d73906729", "2": "e3a55933d49fae07"}
+
+
+def test_registry_names_match_the_models() -> None:
+    from hypermosaic.config import UPSCALER_NAMES
+
+    assert set(UPSCALER_NAMES) == set(esrgan.MODELS)
+
+
+def test_a_model_that_could_never_run_is_refused_naming_its_level(
+    examples_dir: Path, tmp_path: Path, x2: Path
+) -> None:
+    """grid 2 with a 4x model: the 16 px crops of a 32 px node cannot take one 4x pass."""
+    config = _config(examples_dir, tmp_path / "out", depth=1,
+                     levels={1: {"init_upscale": "fast"}})
+    with pytest.raises(InputError, match=r"levels\.1\.init_upscale: fast \(scale 4\) cannot "
+                       r"enlarge the 16 px tiles of level 1 within size 32"):
+        run_build(config, publish=False)
+    assert not (tmp_path / "out").exists()
+    fine = _config(examples_dir, tmp_path / "ok", depth=1, grid=4, tiles={"init_upscale": "fast"})
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(x2.read_bytes()[:200])
+    broken = _config(examples_dir, tmp_path / "out", depth=1, tiles={"init_upscale": str(damaged)})
+    with pytest.raises(InputError, match=r"tiles\.init_upscale: .*damaged\.safetensors"):
+        run_build(broken, publish=False)
+    assert fine.init_upscalers == ("fast",)
 
 
 def test_cli_refuses_a_bad_init_upscale_with_exit_2(examples_dir: Path, tmp_path: Path) -> None:

@@ -220,17 +220,19 @@ def test_streamed_peak_rss_does_not_grow_with_the_image(tmp_path: Path) -> None:
     assert growth < raw / 4, f"peak RSS rose {growth / 2**20:.0f} MiB for {raw / 2**20:.0f} MiB"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_several_images_on_dask_skip_finished(
-    tiny_model: Path, tmp_path: Path, dask_client
+    tiny_model: Path, tmp_path: Path, dask_client, dtype: str
 ) -> None:
+    """Workers run the asked dtype (one of the two differs from ``auto`` on any CPU)."""
     inputs = [_save(_photo(40, 56), tmp_path / "a.png"), _save(_photo(56, 40), tmp_path / "b.png")]
     jobs = plan_jobs(inputs, tmp_path / "out", str(tiny_model), fmt="png")
     seen: list[tuple[int, int]] = []
     written = upscale_files(jobs, str(tiny_model), tile=32, overlap=8,
-                            scheduler_address=dask_client.scheduler.address,
+                            scheduler_address=dask_client.scheduler.address, dtype=dtype,
                             progress=lambda done, total: seen.append((done, total)))
     assert sorted(written) == [tmp_path / "out" / "a.png", tmp_path / "out" / "b.png"]
-    upscaler = esrgan.load_upscaler(tiny_model, device="cpu")
+    upscaler = esrgan.load_upscaler(tiny_model, device="cpu", dtype=dtype)
     for src, dst in zip(inputs, written, strict=True):
         expected = upscale_array(upscaler, _read(src), tile=32, overlap=8)
         np.testing.assert_array_equal(_read(dst), expected)
