@@ -50,12 +50,23 @@ def grid_plan(rows: int, cols: int, steps: int, batch_size: int, window: int) ->
     return plan_canvas(canvas_config_from_dict(raw, base=".", source="bench"))
 
 
-def seconds_per_step(pipe, plan: CanvasPlan) -> tuple[float, np.ndarray]:
-    """Fastest wall time between step callbacks (the first step, warm-up, excluded)."""
+def _status_mb(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) // 1024
+    raise KeyError(field)
+
+
+def seconds_per_step(pipe, plan: CanvasPlan) -> tuple[float, int, np.ndarray]:
+    """Fastest wall time between step callbacks (the first step, warm-up, excluded), and the
+    render's peak RSS growth in MB (the peak is reset first through ``/proc/self/clear_refs``)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    before = _status_mb("VmRSS")
     stamps = [time.perf_counter()]
     image = render_canvas(pipe, plan, lambda step, steps: stamps.append(time.perf_counter()))
     gaps = np.diff(stamps)[1:]
-    return float(gaps.min()), image
+    return float(gaps.min()), _status_mb("VmHWM") - before, image
 
 
 def step_figures(pipe, steps: int, batch_size: int, rounds: int, window: int) -> None:
@@ -64,15 +75,16 @@ def step_figures(pipe, steps: int, batch_size: int, rounds: int, window: int) ->
         batched = grid_plan(rows, cols, steps, batch_size, window)
         single = dataclasses.replace(batched, batch_size=1)
         fast = slow = float("inf")
+        fast_mb = slow_mb = 0
         for _ in range(rounds):  # alternate the routes so both see the same load
-            seconds, image_fast = seconds_per_step(pipe, batched)
-            fast = min(fast, seconds)
-            seconds, image_slow = seconds_per_step(pipe, single)
-            slow = min(slow, seconds)
+            seconds, grown, image_fast = seconds_per_step(pipe, batched)
+            fast, fast_mb = min(fast, seconds), max(fast_mb, grown)
+            seconds, grown, image_slow = seconds_per_step(pipe, single)
+            slow, slow_mb = min(slow, seconds), max(slow_mb, grown)
         diff = int(np.abs(image_fast.astype(int) - image_slow.astype(int)).max())
         print(f"{dtype:>8} {rows * cols:3d} windows ({batched.width}x{batched.height} px): "
-              f"batched {fast:.3f} s/step, per-window {slow:.3f} s/step, "
-              f"ratio {slow / fast:.1f}x, max pixel difference {diff}")
+              f"batched {fast:.3f} s/step (peak +{fast_mb} MB), per-window {slow:.3f} s/step "
+              f"(peak +{slow_mb} MB), ratio {slow / fast:.1f}x, max pixel difference {diff}")
 
 
 DECODE = """
@@ -90,6 +102,7 @@ torch.set_num_threads(threads)
 vae = tiny_pipeline().vae
 f = vae_scale_factor(vae)
 latents = torch.randn(1, 4, side // f, side // f, generator=torch.Generator().manual_seed(0))
+open("/proc/self/clear_refs", "w").write("5")  # the peak so far (imports, set-up) is not ours
 before, start = rss("VmRSS"), time.perf_counter()
 with torch.no_grad():
     if mode == "tiled":

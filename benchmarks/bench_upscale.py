@@ -6,9 +6,10 @@
    `inference_mode`, float32 or bfloat16 (``bf16``, the CPU default where it is native), and
    1 or 2 intra-op threads. Each line also gives the PSNR of the variant's output against
    ncnn's (float32 paths: over 100 dB, only rounding differs).
-2. Peak RSS of `hypermosaic.upscale.upscale_file` (model fast, default 256 px tiles) for
-   inputs 4096 px wide, 1024 and 4096 px tall (outputs 16384 px wide), each in a fresh
-   process; the ratio is against the shorter image and against the output's raw size.
+2. Peak RSS of `hypermosaic.upscale.upscale_file` (model fast, default 256 px tiles, the
+   default `auto` dtype, printed) for inputs 4096 px wide, 1024 and 4096 px tall (outputs
+   16384 px wide), each in a fresh process; the ratio is against the shorter image and
+   against the output's raw size.
 
 Run: python benchmarks/bench_upscale.py [--quick] [--part tiles|memory]
 """
@@ -38,11 +39,13 @@ from hypermosaic.pipelines.esrgan import load_upscaler
 from hypermosaic.upscale import plan_jobs, upscale_file
 torch.set_num_threads(int(sys.argv[3]))
 (job,) = plan_jobs([sys.argv[1]], sys.argv[2], "fast")
+upscaler = load_upscaler("fast", device="cpu")  # the CLI's default dtype, auto
 start = time.perf_counter()
-upscale_file(job, load_upscaler("fast", device="cpu"))
+upscale_file(job, upscaler)
 status = open("/proc/self/status").read()
 peak_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
-print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak_kib / 1024}))
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak_kib / 1024,
+                  "dtype": str(upscaler.dtype).removeprefix("torch.")}))
 """
 
 
@@ -181,7 +184,7 @@ def memory_figures(heights: list[int], threads: int) -> None:
         runs = {h: peak_rss(h, Path(folder), threads) for h in heights}
     short, tall = runs[heights[0]], runs[heights[1]]
     for height, figures in runs.items():
-        print(f"stream fast 4096x{height} -> {4096 * 4}x{height * 4}: "
+        print(f"stream fast ({figures['dtype']}) 4096x{height} -> {4096 * 4}x{height * 4}: "
               f"{figures['seconds']:.0f} s, peak RSS {figures['peak_mib']:.0f} MiB, "
               f"output raw {figures['output_raw_mib']:.0f} MiB, "
               f"peak/raw {figures['peak_mib'] / figures['output_raw_mib']:.2f}")

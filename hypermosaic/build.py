@@ -24,7 +24,7 @@ from typing import Any
 
 from distributed import Client, Future, wait
 
-from hypermosaic.config import BuildConfig
+from hypermosaic.config import BICUBIC, BuildConfig
 from hypermosaic.engines import PrimaryJob, TileJob, create_engine
 from hypermosaic.errors import InputError
 from hypermosaic.executor import cpu_count, open_client
@@ -145,22 +145,24 @@ def _check_init_upscalers(config: BuildConfig) -> None:
         return
     from hypermosaic.pipelines.esrgan import MODELS, model_scale, ncnn_model_files
 
+    scales: dict[str, int] = {}
     for depth in range(1, config.depth + 1):
         name = config.level(depth).init_upscale
-        if name not in config.init_upscalers:
+        if name == BICUBIC:
             continue
         key = config.init_upscale_key(depth)
-        try:
-            if name in MODELS:
-                ncnn_model_files(MODELS[name].ncnn_stem)
-            scale = model_scale(name)
-        except InputError as exc:
-            raise InputError(f"{key}: {exc}") from None
+        if name not in scales:  # each model is read once, however many levels use it
+            try:
+                if name in MODELS:
+                    ncnn_model_files(MODELS[name].ncnn_stem)
+                scales[name] = model_scale(name)
+            except InputError as exc:
+                raise InputError(f"{key}: {exc}") from None
         crop = config.size // config.grids[depth - 1]
-        if scale < 2 or crop * scale > config.size:
+        if scales[name] < 2 or crop * scales[name] > config.size:
             raise InputError(
-                f"{key}: {name} (scale {scale}) cannot enlarge the {crop} px tiles of level "
-                f"{depth} within size {config.size}; use bicubic there, or a finer grid"
+                f"{key}: {name} (scale {scales[name]}) cannot enlarge the {crop} px tiles of "
+                f"level {depth} within size {config.size}; use bicubic there, or a finer grid"
             )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
 from hypermosaic.canvas_config import CanvasConfig
-from hypermosaic.canvas_plan import CanvasPlan, plan_canvas
+from hypermosaic.canvas_plan import CanvasPlan, check_window_stride, plan_canvas
 from hypermosaic.errors import InputError
 from hypermosaic.executor import cpu_count, open_client
 
@@ -111,15 +111,15 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
 
 
 def check_windows(config: CanvasConfig, native: int | None) -> None:
-    """`InputError` naming ``window_stride`` if it is larger than the brushes' window (the
-    config's ``window_size``, else the model's ``native`` side in pixels): it would leave gaps."""
+    """`check_window_stride` for the brushes' window of ``config`` (its ``window_size``, else
+    the model's ``native`` side in pixels, when known), the error naming the config."""
     size = config.window_size or native
-    if config.window_stride is not None and size is not None and config.window_stride > size:
-        source = "window_size" if config.window_size else "the model's native window"
-        raise InputError(
-            f"{config.name}: window_stride: {config.window_stride} is larger than {source} "
-            f"({size} px), which would leave gaps; give a smaller stride or a window_size"
-        )
+    if size is None:
+        return
+    try:
+        check_window_stride(config.window_stride, size, config.window_size)
+    except InputError as exc:
+        raise InputError(f"{config.name}: {exc}") from None
 
 
 def _check_upscaler(config: CanvasConfig) -> None:

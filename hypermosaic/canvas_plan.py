@@ -45,6 +45,7 @@ __all__ = [
     "ImagePlan",
     "NoiseEdit",
     "PromptPlan",
+    "check_window_stride",
     "coverage",
     "derive_seed",
     "exclusive_box",
@@ -57,6 +58,18 @@ __all__ = [
 CELL = 8
 T = TypeVar("T")
 Box = tuple[int, int, int, int]
+
+
+def check_window_stride(stride: int | None, window: int, window_size: int | None) -> None:
+    """`InputError` naming ``window_stride`` when it is larger than the brushes' ``window``
+    (px: the config's ``window_size`` when given, else the model's native side), which would
+    leave gaps between the sliding windows."""
+    if stride is not None and stride > window:
+        source = "window_size" if window_size else "the model's native window"
+        raise InputError(
+            f"window_stride: {stride} is larger than {source} ({window} px), which would "
+            "leave gaps; give a smaller stride or a window_size"
+        )
 
 
 def window_spans(length: int, size: int, stride: int) -> list[tuple[int, int]]:

@@ -88,6 +88,11 @@ class Upscalers:
                 )
             return self.models[name]
 
+    def clear(self) -> None:
+        """Drop every loaded model (a worker's teardown)."""
+        with self.lock:
+            self.models.clear()
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (sent to workers) without its models or lock: each worker loads its own."""
         return {"device": self.device, "dtype": self.dtype}
@@ -123,7 +128,7 @@ class EnginePlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         self.engine = None
-        self.upscalers = Upscalers(self.upscalers.device, self.upscalers.dtype)
+        self.upscalers.clear()
 
 
 class PrimaryImagePlugin(WorkerPlugin):
@@ -164,13 +169,17 @@ def cut_tiles(
         crop = parent[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
         if job.init_upscale == BICUBIC:
             inits.append(resize(crop, size, size))
-            continue
-        if upscalers is None:
+        elif upscalers is None:
             raise ValueError(f"init_upscale: {job.init_upscale!r} but no upscalers were given")
-        from hypermosaic.pipelines.tiled_upscale import enlarge
-
-        inits.append(enlarge(upscalers(job.init_upscale), np.ascontiguousarray(crop), size))
+        else:
+            inits.append(_enlarge(upscalers(job.init_upscale), crop, size))
     return np.stack(inits)
+
+
+def _enlarge(upscaler: Any, crop: np.ndarray, size: int) -> np.ndarray:
+    from hypermosaic.pipelines.tiled_upscale import enlarge  # torch: only when a model is used
+
+    return enlarge(upscaler, np.ascontiguousarray(crop), size)
 
 
 def make_tiles(
@@ -198,6 +207,5 @@ def make_tiles_task(
     plugins."""
     plugins = get_worker().plugins
     primary = plugins[PRIMARY_PLUGIN_NAME].data
-    engine = plugins[PLUGIN_NAME]
-    return make_tiles(engine.engine, parent_data, primary, grid, jobs, encoding,
-                      engine.upscalers)
+    plugin = plugins[PLUGIN_NAME]
+    return make_tiles(plugin.engine, parent_data, primary, grid, jobs, encoding, plugin.upscalers)

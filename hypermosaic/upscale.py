@@ -431,12 +431,11 @@ def upscale_files(
     worker. `progress(done, total)` counts tiles, from the workers' events. ``dtype`` is the
     compute dtype (`hypermosaic.pipelines.esrgan.resolve_dtype`).
     """
-    from hypermosaic.pipelines.esrgan import DTYPES, default_tile
+    from hypermosaic.pipelines.esrgan import check_dtype, default_tile
     from hypermosaic.pipelines.tiled_upscale import DEFAULT_OVERLAP
 
     # 1. Settle what is left to do and how many tiles that is.
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    check_dtype(dtype)
     pending = [job for job in jobs if not job.done]
     if not pending:
         return []

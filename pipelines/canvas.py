@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hypermosaic.canvas_plan import CELL, Box, CanvasPlan, window_spans
+from hypermosaic.canvas_plan import CELL, Box, CanvasPlan, check_window_stride, window_spans
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines.masks import gaussian_blur, region_weights
 from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
@@ -418,9 +418,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     # 2. Windows, and the embeddings of every distinct text, computed once.
     rows = TextRows()
     native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
-    if plan.window_stride is not None and plan.window_stride > native:
-        raise InputError(f"window_stride: {plan.window_stride} is larger than the {native} px "
-                         "window, which would leave gaps")
+    check_window_stride(plan.window_stride, native, plan.window_size)
     size = native // f
     stride = size // 2 if plan.window_stride is None else plan.window_stride // f
     cfg = getattr(unet.config, "time_cond_proj_dim", None) is None

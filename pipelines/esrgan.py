@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hypermosaic.config import WEIGHT_SUFFIXES
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines.ncnn_weights import ncnn_state_dict
 
@@ -36,6 +37,7 @@ __all__ = [
     "load_upscaler",
     "model_scale",
     "default_tile",
+    "check_dtype",
     "native_bf16",
     "resolve_dtype",
 ]
@@ -325,7 +327,7 @@ def load_model(name_or_path: str | Path) -> nn.Module:
 
 def _check_model_path(name_or_path: str | Path) -> None:
     """Refuse a `--model` that is neither a registry name nor a weights file name."""
-    if Path(name_or_path).suffix.lower() not in (".pth", ".pt", ".ckpt", ".safetensors"):
+    if Path(name_or_path).suffix.lower() not in WEIGHT_SUFFIXES:
         raise InputError(
             f"--model: unknown model {str(name_or_path)!r} "
             f"(one of {', '.join(MODELS)}, or a .pth/.safetensors file)"
@@ -390,6 +392,12 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def check_dtype(dtype: str) -> None:
+    """`InputError` naming ``--dtype`` for a name not in `DTYPES`."""
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+
+
 def resolve_dtype(dtype: str, device: torch.device, bf16: bool | None = None) -> torch.dtype:
     """The compute dtype for ``--dtype`` on ``device``; `InputError` for an unknown name.
 
@@ -398,8 +406,7 @@ def resolve_dtype(dtype: str, device: torch.device, bf16: bool | None = None) ->
     PSNR from it, 0.4 of a uint8 level on average (`benchmarks/bench_upscale.py`); float32
     otherwise. ``float32`` gives the exact path (the ncnn reference test uses it).
     """
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    check_dtype(dtype)
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.type == "cuda":

@@ -12,7 +12,6 @@ from PIL import Image
 from hypermosaic.build import regenerate_node, run_build
 from hypermosaic.config import build_config_from_dict
 from hypermosaic.errors import InputError
-from hypermosaic.pipelines.tiny import save_tiny_pipeline
 from hypermosaic.store import Store
 from hypermosaic.tasks import torch_threads
 from hypermosaic.tree import ROOT
@@ -26,11 +25,6 @@ def local_client():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd")
 
 
 def config(tiny_dir: Path, out: Path):

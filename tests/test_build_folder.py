@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hypermosaic.build import run_build
+from hypermosaic.engines import TileJob
 from hypermosaic.images import decode, encode
 from hypermosaic.recolor import srgb_to_lab
 from hypermosaic.store import Store
@@ -58,7 +59,8 @@ def test_folder_sources_differ_among_neighbours_and_keep_the_tile_colour(
             assert max(scores) > 0.9 and sorted(scores)[-2] < 0.5
             node_means[row, col] = srgb_to_lab(node).reshape(-1, 3).mean(0)
     # strength 1: all content is the source's, the colour its tile's (up to gamut clipping)
-    tiles = cut_tiles(root, GRID, SIZE, [_Job(((r, c),)) for r in range(GRID) for c in range(GRID)])
+    tiles = cut_tiles(root, GRID, SIZE, [TileJob(((r, c),), 0, "", "", 1.0, 1, 1.0)
+                                        for r in range(GRID) for c in range(GRID)])
     tile_means = srgb_to_lab(tiles).reshape(GRID, GRID, -1, 3).mean(axis=2)
     assert np.abs(node_means - tile_means).max() < 6
     assert np.abs(node_means - tile_means).mean() < 0.5
@@ -69,11 +71,3 @@ def test_folder_sources_differ_among_neighbours_and_keep_the_tile_colour(
                 if 0 <= r < GRID and 0 <= c < GRID:
                     assert used[row, col] != used[r, c], (row, col, r, c)
     assert len(set(used.ravel())) >= 4
-
-
-class _Job:
-    """Just what `cut_tiles` reads from a job: its address and how its init is upsampled."""
-
-    def __init__(self, address: tuple) -> None:
-        self.address = address
-        self.init_upscale = "bicubic"

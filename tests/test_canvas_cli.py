@@ -75,13 +75,6 @@ def test_mask_of_another_size_and_missing_things_exit_2(tmp_path):
     assert result.exit_code == 2 and "no such config file" in result.output
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hypermosaic.pipelines.tiny import save_tiny_pipeline
-
-    return save_tiny_pipeline(tmp_path_factory.mktemp("model") / "tiny")
-
-
 def test_a_missing_model_exits_2_before_any_work(tmp_path):
     config = write(tmp_path / "c.toml", GOOD)
     for model, message in ((tmp_path / "nowhere", "no such file or directory"),
@@ -92,12 +85,12 @@ def test_a_missing_model_exits_2_before_any_work(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_a_window_stride_beyond_the_native_window_exits_2(tmp_path, tiny_model):
+def test_a_window_stride_beyond_the_native_window_exits_2(tmp_path, tiny_dir):
     Image.new("L", (96, 32), 255).save(tmp_path / "all.png")
     brush = GOOD.replace("width = 32", "width = 96").split("[[regions]]")[0] + (
         'window_stride = 72\n[[regions]]\nkind = "brush"\nmask = "all.png"\nprompt = "p"\n'
     )
-    result = run(str(write(tmp_path / "b.toml", brush)), "--model", str(tiny_model))
+    result = run(str(write(tmp_path / "b.toml", brush)), "--model", str(tiny_dir))
     assert result.exit_code == 2, result.output
     assert ("b: window_stride: 72 is larger than the model's native window (64 px)"
             in result.output)
@@ -105,12 +98,12 @@ def test_a_window_stride_beyond_the_native_window_exits_2(tmp_path, tiny_model):
     from hypermosaic.canvas import plan_jobs
     from hypermosaic.canvas_config import load_canvas_config
 
-    config = load_canvas_config(write(tmp_path / "b.toml", fitting), {"model": str(tiny_model)})
+    config = load_canvas_config(write(tmp_path / "b.toml", fitting), {"model": str(tiny_dir)})
     assert [job.plan.window_stride for job in plan_jobs([config])] == [64]
 
 
 @pytest.mark.usefixtures("hypermosaic_cache", "one_torch_thread")
-def test_canvases_render_side_by_side_on_the_pool(tmp_path):
+def test_canvases_render_side_by_side_on_the_pool(tmp_path, tiny_dir):
     """Two seeds on two workers, PNG + DeepZoom + ESRGAN finish; pixels equal an in-process
     render of the same plans (the same config gives the same pixels on any worker)."""
     import torch
@@ -121,9 +114,8 @@ def test_canvases_render_side_by_side_on_the_pool(tmp_path):
     from hypermosaic.pipelines.esrgan import load_upscaler
     from hypermosaic.pipelines.models import load_pipeline
     from hypermosaic.pipelines.tiled_upscale import upscale_array
-    from hypermosaic.pipelines.tiny import save_tiny_pipeline
 
-    model = save_tiny_pipeline(tmp_path / "tiny")
+    model = tiny_dir
     config = write(tmp_path / "duo.toml",
                    'deepzoom = true\nupscale = 4\nupscale_model = "fast"\n' + GOOD)
     out = tmp_path / "out"

@@ -107,11 +107,12 @@ def test_a_single_file_model_counts_by_content(tmp_path):
     assert _config(**raw).fingerprints()["0"] != before["0"]
 
 
-def test_a_short_focus_path_continues_through_the_central_tile():
-    config = _config(depth=3, grid=4, focus={"path": [[1, 1]]})
-    assert config.plan().path == ((1, 1), (2, 2), (2, 2))
-    assert config.plan().count() == 1 + 16 + 16 + 16
-    assert max(len(a) for a in config.plan().nodes()) == 3
+def test_a_short_focus_path_reaches_the_plan():
+    """The config hands its focus to the plan (whose continuation `tests/test_tree.py` tests)."""
+    config = _config(depth=3, grid=4, focus={"path": [[1, 1]], "neighbours": 0})
+    plan = config.plan()
+    assert (plan.focus, plan.neighbours) == (((1, 1),), 0)
+    assert plan.path == ((1, 1), (2, 2), (2, 2))
 
 
 def test_example_turtle_and_folder_configs_load():

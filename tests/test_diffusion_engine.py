@@ -22,11 +22,6 @@ BATCH_TOLERANCE = 1
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd")
-
-
-@pytest.fixture(scope="module")
 def engine(tiny_dir: Path) -> DiffusionEngine:
     return DiffusionEngine(str(tiny_dir), batch_size=3, device="cpu")
 

@@ -13,14 +13,14 @@ from hypermosaic.errors import InputError
 from hypermosaic.pipelines import esrgan, ncnn_weights
 from hypermosaic.pipelines.esrgan import RRDBNet, SRVGGNetCompact
 
+from .helpers import astronaut
+
 pytestmark = pytest.mark.usefixtures("hypermosaic_cache", "one_torch_thread")
 
 
 def _photo_crop(size: int = 32) -> np.ndarray:
     """A real photo crop (face and hair edges), RGB float32 in 0..1."""
-    from skimage import data
-
-    return data.astronaut()[100 : 100 + size, 200 : 200 + size].astype(np.float32) / 255.0
+    return astronaut(size, size, top=100, left=200).astype(np.float32) / 255.0
 
 
 def _ncnn_forward(stem: str, image: np.ndarray) -> np.ndarray:
@@ -143,11 +143,18 @@ def test_model_scale_of_a_file_checks_it_without_building_it(
     path = tmp_path / "user.safetensors"
     save_file(_tiny_models()[1].state_dict(), path)
 
-    def no_load(*args: object) -> None:
-        raise AssertionError("model_scale built and loaded the model")
+    built: list[tuple[dict, torch.nn.Module]] = []
+    real_build = esrgan.build_model
 
-    monkeypatch.setattr(esrgan, "load_model", no_load)
+    def recording_build(state: dict, *args: object, **kwargs: object) -> torch.nn.Module:
+        built.append((state, real_build(state, *args, **kwargs)))
+        return built[-1][1]
+
+    monkeypatch.setattr(esrgan, "build_model", recording_build)
     assert esrgan.model_scale(path) == 2
+    ((state, model),) = built  # checked once, and built on the meta device: its parameters
+    assert all(p.data_ptr() == state[name].data_ptr()  # are the file's tensors, not copies
+               for name, p in model.named_parameters())
     state = _tiny_models()[1].state_dict()
     state["conv_last.weight"] = torch.zeros(3, 8, 5, 5)
     save_file(state, path)

@@ -23,7 +23,6 @@ from hypermosaic.pipelines.models import (
     resolve_device_dtype,
 )
 from hypermosaic.pipelines.tiny import (
-    save_tiny_pipeline,
     save_tiny_single_file,
     tiny_pipeline,
     tiny_tokenizer,
@@ -33,11 +32,6 @@ torch.set_num_threads(1)
 
 REPO_ID = "hm-test/tiny-sd"
 PROMPT = "a turtle made of turtles"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd")
 
 
 @pytest.fixture(scope="module")

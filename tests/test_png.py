@@ -14,15 +14,15 @@ from PIL import Image
 from hypermosaic.images import decode, encode
 from hypermosaic.png import decode_rgb8, encode_rgb8
 
+from .helpers import astronaut
+
 
 def _random(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
 def _photo() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut()[:96, :128])
+    return astronaut(96, 128)
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 5), (17, 300), (256, 256)])

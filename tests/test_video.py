@@ -425,37 +425,30 @@ def test_a_folder_without_a_build_is_refused(tmp_path):
         render_video(empty, tmp_path / "x.mp4", settings())
     result = CliRunner().invoke(cli, ["video", str(empty)])
     assert result.exit_code == 2
-    assert "no hypermosaic build here" in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error:") and "no hypermosaic build here" in line
     assert list(empty.iterdir()) == [] and sorted(tmp_path.iterdir()) == [empty]
 
 
 def test_no_drift_needs_no_loop_on_the_command_line(mosaic, tmp_path):
     """Without drift the target keeps its place in the frame, so the zoom ends with it
     off-centre, not framed as the canvas was at the start: it cannot loop, and the CLI says so
-    before any work; with ``--no-loop`` it renders, the target's centre fixed in the frame."""
+    before any work; with ``--no-loop`` it renders, and ends on another view than the drift."""
     out = tmp_path / "straight.mp4"
-    args = ["video", str(mosaic), "--out", str(out), "--size", f"{W}x{H}", "--fps", "8",
-            "--seconds", "1", "--no-drift"]
-    refused = CliRunner().invoke(cli, args)
+    args = ["video", str(mosaic), "--size", f"{W}x{H}", "--fps", "8", "--seconds", "1"]
+    refused = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-drift"])
     assert refused.exit_code == 2
     assert "--no-drift needs --no-loop" in refused.output
     assert not out.exists()
-    straight = CliRunner().invoke(cli, [*args, "--no-loop"])
+    straight = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-drift", "--no-loop"])
     assert straight.exit_code == 0, straight.output
-    frames, _ = decode(out)
-    assert len(frames) == 8
-    # why: mapped from the target node onto the whole canvas, the drifting zoom's last view is
-    # its first one (so the miniature lines up and the loop closes); the straight one's is not
-    _, plan = open_build(mosaic)
-    target = parse_address("1_1/1_1/1_1")
-    ox, oy = plan.origin(target)
-    k = plan.span(3) / plan.canvas_size
-    for drift, offset in ((True, 0.0), (False, 224.0)):
-        camera = zoom_path(plan, target, W, H, drift=drift)
-        end, start = camera.box(1), camera.box(0)
-        mapped = Box((end.left - ox) / k, (end.top - oy) / k,
-                     (end.right - ox) / k, (end.bottom - oy) / k)
-        np.testing.assert_allclose(np.subtract(start, mapped), offset, atol=1e-6)
+    drifting = tmp_path / "drifting.mp4"
+    result = CliRunner().invoke(cli, [*args, "--out", str(drifting), "--no-loop"])
+    assert result.exit_code == 0, result.output
+    (first, *_, last), _ = decode(out)
+    (drift_first, *_, drift_last), _ = decode(drifting)
+    assert np.abs(first.astype(int) - drift_first.astype(int)).mean() < 2  # both: the canvas
+    assert np.abs(last.astype(int) - drift_last.astype(int)).mean() > 5  # another end (measured 13)
 
 
 @pytest.mark.parametrize("text,size", [
@@ -561,18 +554,20 @@ def test_render_video_holds_a_bounded_number_of_frames(mosaic, tmp_path, monkeyp
 def test_a_failing_writer_stops_the_render_thread(mosaic, tmp_path, monkeypatch):
     """An error while encoding (here from the writer) ends the render thread before
     `render_video` raises, rather than leaving it blocked until garbage collection."""
-    calls = []
+    calls, renderers = [], []
 
     def failing(self, planes):
         calls.append(1)
         if len(calls) == 3:
+            renderers.extend(t for t in threading.enumerate() if t.name == "hypermosaic-render")
             raise RuntimeError("disk full")
 
     monkeypatch.setattr(video.VideoWriter, "write", failing)
-    with pytest.raises(RuntimeError, match="disk full") as raised:
+    # kept: it holds the failed call's frames (and its generator), so no GC cleanup helps
+    with pytest.raises(RuntimeError, match="disk full") as raised:  # noqa: F841
         render_video(mosaic, tmp_path / "x.mp4", settings(seconds=4))
-    assert raised.traceback  # the failed call's frames (and its generator) are still referenced
-    assert [t for t in threading.enumerate() if t.name == "hypermosaic-render"] == []
+    assert len(renderers) == 1  # it was running when writing failed
+    assert not renderers[0].is_alive()
     assert list(tmp_path.iterdir()) == []
 
 

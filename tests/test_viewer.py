@@ -145,14 +145,18 @@ def test_a_stalled_client_is_disconnected_and_blocks_no_one(tmp_path):
     """A client that sends half a request line and then nothing is cut off after the
     server's ``client_timeout``; meanwhile other clients are served."""
     (tmp_path / "index.html").write_bytes(b"<p>viewer</p>")
-    server = make_server(tmp_path, port=0, client_timeout=0.3)
+    server = make_server(tmp_path, port=0, client_timeout=2.0)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         stalled = socket.create_connection(server.server_address[:2], timeout=10)
         stalled.sendall(b"GET /index.ht")
         assert fetch(server, "/") == (200, b"<p>viewer</p>")
-        assert stalled.recv(1024) == b""  # closed by the server, well before our 10 s
+        stalled.settimeout(0.1)
+        with pytest.raises(TimeoutError):  # served while the stalled one still waits
+            stalled.recv(1024)
+        stalled.settimeout(10)
+        assert stalled.recv(1024) == b""  # then closed by the server, well before our 10 s
         stalled.close()
     finally:
         server.shutdown()
