@@ -2,7 +2,7 @@
 
 Default scale (the issue's): depth 2, grid 16, 256 px nodes = 65,792 nodes, a 65,536 px canvas.
 
-1. build:  `run_build` without publishing: wall time, nodes/s.
+1. build:  `build_mosaic` without publishing: wall time, nodes/s.
 2. ours:   `write_deepzoom` from the node files (quadtree pyramid on the Dask pool).
 3. bound:  pyvips `dzsave` of a lazily generated image of the same size (no input files).
 4. naive:  one `arrayjoin` of every node file, then `dzsave` (skip with --skip-naive).
@@ -12,7 +12,7 @@ peak of the *sum* over the whole process tree (this process, its Dask nanny and 
 processes), sampled every 0.2 s with psutil: the figure the 1 GB target is about. Prints
 seconds, ratios to the bound, and peak RSS.
 
-    python benchmarks/bench_build.py [--grid 16] [--depth 2] [--size 256] [--skip-naive]
+    python -m benchmarks.bench_build [--grid 16] [--depth 2] [--size 256] [--skip-naive]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class PeakRSS:
 
 
 def make_config(out: Path, grid: int, depth: int, size: int):
-    from hypermosaic.config import build_config_from_dict
+    from hypermosaic.build.config import build_config_from_dict
 
     return build_config_from_dict(
         {"seed": 1, "size": size, "grid": grid, "depth": depth, "out": str(out),
@@ -90,8 +90,8 @@ def make_config(out: Path, grid: int, depth: int, size: int):
 
 def variant(name: str, out: Path, grid: int, depth: int, size: int) -> dict:
     """Run one assembly variant in this process; returns its figures."""
-    from hypermosaic.assemble import write_deepzoom
     from hypermosaic.executor import open_client
+    from hypermosaic.publish.assemble import write_deepzoom
     from hypermosaic.store import Store
 
     config = make_config(out, grid, depth, size)
@@ -153,14 +153,14 @@ def main() -> None:
         print(json.dumps(variant(args.variant, args.out, args.grid, args.depth, args.size)))
         return
 
-    from hypermosaic.build import run_build
+    from hypermosaic.build import build_mosaic
 
     with tempfile.TemporaryDirectory(prefix="hm-bench-") as tmp:
         out = Path(tmp) / "build"
         config = make_config(out, args.grid, args.depth, args.size)
         with PeakRSS() as peak:
             started = time.perf_counter()
-            result = run_build(config, publish=False)
+            result = build_mosaic(config, publish=False)
             seconds = time.perf_counter() - started
         canvas = config.plan().canvas_size
         print(f"build: {result.total:,} nodes of {args.size} px (canvas {canvas:,} px) in "

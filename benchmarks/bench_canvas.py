@@ -18,7 +18,9 @@
    decodes untiled in well under a minute on two cores; the tiny VAE's mid-block attention
    over all latent positions makes 1024 px take many minutes untiled.
 
-    python benchmarks/bench_canvas.py [--steps 4] [--rounds 5] [--batch-size 64] [--threads 2]
+Run from the repository root (it builds its model with `tests.tiny`)::
+
+    python -m benchmarks.bench_canvas [--steps 4] [--rounds 5] [--batch-size 64] [--threads 2]
                                       [--window 64] [--vae-factor 8] [--side 512]
                                       [--dtype float32,bfloat16]
 """
@@ -35,10 +37,10 @@ import time
 import numpy as np
 import torch
 
-from hypermosaic.canvas_config import canvas_config_from_dict
-from hypermosaic.canvas_plan import CanvasPlan, plan_canvas
+from hypermosaic.canvas.config import canvas_config_from_dict
+from hypermosaic.canvas.plan import CanvasPlan, plan_canvas
 from hypermosaic.pipelines.canvas import render_canvas
-from hypermosaic.pipelines.tiny import tiny_pipeline
+from tests.tiny import tiny_pipeline
 
 
 def grid_plan(rows: int, cols: int, steps: int, batch_size: int, window: int) -> CanvasPlan:
@@ -89,8 +91,8 @@ def step_figures(pipe, steps: int, batch_size: int, rounds: int, window: int) ->
 
 DECODE = """
 import json, sys, time, torch
-from hypermosaic.pipelines.tiny import tiny_pipeline
-from hypermosaic.pipelines.tiled_vae import decode_tiled, vae_scale_factor
+from tests.tiny import tiny_pipeline
+from hypermosaic.pipelines.canvas import decode_tiled, vae_scale_factor
 
 def rss(field):
     for line in open("/proc/self/status"):

@@ -1,11 +1,11 @@
 """Diffusion engine: a batch of tiles per pipeline call against one call per tile, same work.
 
-Tiny random Stable Diffusion (`hypermosaic.pipelines.tiny`), 64 px tiles, CPU by default. Both
+Tiny random Stable Diffusion (`tests.tiny`), 64 px tiles, CPU by default. Both
 routes run the same jobs through `DiffusionEngine.tiles`; the baseline gives it one tile at a
 time. Prints the best of ``--repeats`` timings of each, the ratio, the largest pixel difference
 between the routes, and peak RSS.
 
-    python benchmarks/bench_diffusion_batch.py --tiles 16 --batch-size 8
+    python -m benchmarks.bench_diffusion_batch --tiles 16 --batch-size 8   # from the repo root
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hypermosaic.engines import TileContext, TileJob
-from hypermosaic.pipelines.engine import DiffusionEngine
-from hypermosaic.pipelines.tiny import save_tiny_pipeline
+from hypermosaic.build.engines import TileContext, TileJob
+from hypermosaic.pipelines.img2img import DiffusionEngine
 from hypermosaic.tree import node_seed
+from tests.tiny import save_tiny_pipeline
 
 
 def peak_rss_mb() -> float:

@@ -6,12 +6,12 @@
    `inference_mode`, float32 or bfloat16 (``bf16``, the CPU default where it is native), and
    1 or 2 intra-op threads. Each line also gives the PSNR of the variant's output against
    ncnn's (float32 paths: over 100 dB, only rounding differs).
-2. Peak RSS of `hypermosaic.upscale.upscale_file` (model fast, default 256 px tiles, the
+2. Peak RSS of `hypermosaic.upscale.run.upscale_file` (model fast, default 256 px tiles, the
    default `auto` dtype, printed) for inputs 4096 px wide, 1024 and 4096 px tall (outputs
    16384 px wide), each in a fresh process; the ratio is against the shorter image and
    against the output's raw size.
 
-Run: python benchmarks/bench_upscale.py [--quick] [--part tiles|memory]
+Run from the repository root: python -m benchmarks.bench_upscale [--quick] [--part tiles|memory]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hypermosaic.pipelines import esrgan
+from hypermosaic.identity import ESRGAN_MODELS
+from hypermosaic.pipelines.esrgan import load_model, ncnn_model_files
 
 # Peak RSS from VmHWM: getrusage's ru_maxrss would carry the parent's peak across fork/exec.
 _RSS_CHILD = """
@@ -57,7 +58,7 @@ def _ncnn_runner(name: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
                    "use_fp16_arithmetic", "use_bf16_storage"):
         setattr(net.opt, option, False)
     net.opt.num_threads = threads
-    param, bin_path = esrgan.ncnn_model_files(esrgan.MODELS[name].ncnn_stem)
+    param, bin_path = ncnn_model_files(ESRGAN_MODELS[name].ncnn_stem)
     net.load_param(str(param))
     net.load_model(str(bin_path))
 
@@ -95,7 +96,7 @@ def tile_seconds(
 
     photo = data.astronaut()[64 : 64 + size, 160 : 160 + size].astype(np.float32) / 255.0
     chw = np.ascontiguousarray(photo.transpose(2, 0, 1))
-    model = esrgan.load_model(name)
+    model = load_model(name)
     runners = {}
     for variant in variants:
         threads = 2 if variant.endswith("2t") else 1

@@ -12,8 +12,8 @@ Prints frames per second of each, the ratio (what rendering costs on top of enco
 seconds per frame (which, unlike wall time, does not depend on what else the machine runs), and
 peak RSS. Target: at least 24 frames per second of render + encode.
 
-    python benchmarks/bench_video.py                    # builds into a temporary folder (~2 min)
-    python benchmarks/bench_video.py --build /tmp/b3    # reuse (or create) a build there
+    python -m benchmarks.bench_video                    # builds into a temporary folder (~2 min)
+    python -m benchmarks.bench_video --build /tmp/b3    # reuse (or create) a build there
 """
 
 from __future__ import annotations
@@ -31,20 +31,13 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from hypermosaic.build import run_build
-from hypermosaic.config import build_config_from_dict
-from hypermosaic.video import (
-    CODECS,
-    Planes,
-    VideoSettings,
-    VideoWriter,
-    choose_path,
-    frame_count,
-    open_build,
-    render_video,
-    zoom_frames,
-    zoom_path,
-)
+from hypermosaic.build import build_config_from_dict, build_mosaic
+from hypermosaic.video import VideoSettings, render_video
+from hypermosaic.video.camera import zoom_path
+from hypermosaic.video.encode import VideoWriter
+from hypermosaic.video.planes import Planes
+from hypermosaic.video.run import choose_path, open_build, zoom_frames
+from hypermosaic.video.settings import CODECS, frame_count
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -68,7 +61,7 @@ def ensure_build(folder: Path, size: int, grid: int) -> None:
         base=EXAMPLES, source="bench_video",
     )
     started = time.perf_counter()
-    result = run_build(config, publish=False)
+    result = build_mosaic(config, publish=False)
     print(f"build: {result.total} nodes of {size} px, grid {grid}, depth 3 "
           f"({result.reused} reused) in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -82,7 +75,7 @@ def measure_route(args: argparse.Namespace) -> dict[str, float]:
     """Render + encode through `render_video`."""
     settings = settings_from(args)
     cpu, started = cpu_seconds(), time.perf_counter()
-    result = render_video(args.build, args.out / "route.mp4", settings)
+    result = render_video(args.build, args.out / "route.mp4", settings=settings)
     wall = time.perf_counter() - started
     return {"frames": result.frames, "wall": wall, "cpu": cpu_seconds() - cpu,
             "rss": peak_rss_mb()}

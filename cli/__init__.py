@@ -7,6 +7,7 @@ Each subcommand parses its options, calls the library and reports. Library error
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -24,7 +25,7 @@ __all__ = ["main", "cli"]
 class _Group(click.Group):
     """Turn library errors into a one-line message and the error's exit status."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HypermosaicError as exc:

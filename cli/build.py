@@ -7,34 +7,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from hypermosaic.build import BuildResult, run_build
-from hypermosaic.config import load_build_config
+from hypermosaic.build import BuildResult, build_mosaic
+from hypermosaic.cli.progress import console, progress_bars
 from hypermosaic.errors import BuildError
 from hypermosaic.tree import address_key
 
 __all__ = ["build_command"]
-
-
-class _Rate(TextColumn):
-    """Tiles per second over this run (reused nodes excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def render(self, task):  # noqa: ANN001, ANN201 - rich's column interface
-        elapsed = task.elapsed or 0.0
-        computed = task.completed - task.fields.get("reused", 0)
-        rate = computed / elapsed if elapsed > 0 else 0.0
-        return f"{rate:,.1f} tiles/s"
 
 
 @click.command("build")
@@ -52,39 +31,18 @@ def build_command(config: Path, depth: int | None, out: Path | None, seed: int |
                   engine: str | None, workers: int | None, scheduler_address: str | None,
                   force: bool, no_publish: bool) -> None:
     """Build the hypermosaic described by CONFIG (TOML) and publish it as DeepZoom."""
-    settings = load_build_config(
-        config,
-        overrides={"depth": depth, "out": out, "seed": seed, "engine": engine},
-    )
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]nodes"), BarColumn(), MofNCompleteColumn(), _Rate(),
-        TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
-    )
-    # shown from the start of the tile work: bad input stops the build with one line only
-    progress = Progress(*columns, console=console, transient=False)
-    task = progress.add_task("nodes", total=None)
-
-    def on_start(result: BuildResult, reused: int) -> None:
-        progress.update(task, total=result.total, reused=reused)
-        progress.start()
-        progress.console.print(f"dashboard: {result.dashboard}")
-
-    def on_progress(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
+    out_console = console()
     try:
-        result = run_build(settings, force=force, workers=workers,
-                           scheduler_address=scheduler_address, on_start=on_start,
-                           on_progress=on_progress, publish=not no_publish)
+        with progress_bars(out_console) as on_progress:
+            result = build_mosaic(config, depth=depth, out=out, seed=seed, engine=engine,
+                                  force=force, workers=workers,
+                                  scheduler_address=scheduler_address, publish=not no_publish,
+                                  progress=on_progress)
     except KeyboardInterrupt:
-        progress.stop()
-        console.print(f"interrupted: finished nodes are kept in {settings.out}; "
-                      "run the same command again to resume")
+        out_console.print("interrupted: finished nodes are kept; run the same command again "
+                          "to resume")
         sys.exit(130)
-    finally:
-        progress.stop()
-    _summary(console, result)
+    _summary(out_console, result)
     if not result.ok:
         raise BuildError(_failure(result))
 

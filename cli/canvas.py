@@ -5,18 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from hypermosaic.canvas import plan_jobs, run_canvases
-from hypermosaic.canvas_config import load_canvas_config
+from hypermosaic.canvas import paint_canvases
+from hypermosaic.cli.progress import console, progress_bars
 
 __all__ = ["canvas_command"]
 
@@ -38,25 +29,11 @@ def canvas_command(configs: tuple[Path, ...], model: str | None, seeds: tuple[in
                    scheduler_address: str | None) -> None:
     """Generate the seamless canvases described by CONFIG files (TOML, or Mixture of
     Diffusers JSON), one per seed, side by side on the worker pool."""
-    overrides = {"model": model, "steps": steps, "out": out, "seed": list(seeds) or None}
-    jobs = plan_jobs([load_canvas_config(path, overrides) for path in configs])
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
-    )
-    done = [0] * len(jobs)
-    totals = [job.plan.steps for job in jobs]  # until a worker reports its timestep count
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("steps", total=sum(totals))
-
-        def on_step(index: int, step: int, steps: int) -> None:
-            done[index], totals[index] = max(done[index], step), steps
-            progress.update(task, completed=sum(done), total=sum(totals))
-
-        results = run_canvases(jobs, workers=workers, scheduler_address=scheduler_address,
-                               on_step=on_step)
-        progress.update(task, completed=sum(totals))
+    out_console = console()
+    with progress_bars(out_console) as on_progress:
+        results = paint_canvases(configs, model=model, seeds=seeds, steps=steps, out=out,
+                                 workers=workers, scheduler_address=scheduler_address,
+                                 progress=on_progress)
     for result in results:
         for name, path in result.outputs.items():
-            console.print(f"{result.job.stem} {name}: {path}")
+            out_console.print(f"{result.job.stem} {name}: {path}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hypermosaic.serve import make_server, server_url
+from hypermosaic.publish import serve_build
 
 __all__ = ["serve_command"]
 
@@ -20,10 +20,6 @@ __all__ = ["serve_command"]
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve_command(out_dir: Path, port: int, host: str, verbose: bool) -> None:
     """Serve OUT_DIR (a build's output) read-only and print the viewer's URL."""
-    server = make_server(out_dir, host=host, port=port, verbose=verbose)
-    with server:
-        click.echo(f"Serving {out_dir} at {server_url(server)} (Ctrl-C to stop)", nl=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            click.echo("stopped", err=True)
+    serve_build(out_dir, host=host, port=port, verbose=verbose,
+                on_ready=lambda url: click.echo(f"Serving {out_dir} at {url} (Ctrl-C to stop)"))
+    click.echo("stopped", err=True)

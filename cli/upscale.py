@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hypermosaic.upscale import plan_jobs, upscale_files
+from hypermosaic.cli.progress import console, progress_bars
+from hypermosaic.upscale import upscale_images
 
 __all__ = ["upscale_command"]
 
@@ -37,20 +36,13 @@ def upscale_command(inputs: tuple[Path, ...], out: Path, model: str, scale: floa
 
     Existing outputs are skipped, so an interrupted run resumes where it stopped.
     """
-    jobs = plan_jobs(inputs, out, model, scale, fmt)
-    console = Console(stderr=True)
-    skipped = sum(job.done for job in jobs)
-    if skipped:
-        console.print(f"{skipped} of {len(jobs)} outputs exist already, skipped")
-    if skipped == len(jobs):
-        return
-    columns = (TextColumn("[bold]tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("tiles", total=None)
-        written = upscale_files(
-            jobs, model, tile=tile, workers=workers, scheduler_address=scheduler_address,
-            dtype=dtype,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    for path in written:
+    out_console = console()
+    with progress_bars(out_console) as on_progress:
+        result = upscale_images(inputs, out, model=model, scale=scale, tile=tile, fmt=fmt,
+                                dtype=dtype, workers=workers,
+                                scheduler_address=scheduler_address, progress=on_progress)
+    if result.skipped:
+        out_console.print(f"{result.skipped} of {len(result.jobs)} outputs exist already, "
+                          "skipped")
+    for path in result.written:
         click.echo(str(path))

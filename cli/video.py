@@ -5,27 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from hypermosaic.cli.progress import console, progress_bars
 from hypermosaic.tree import address_key
-from hypermosaic.video import VideoSettings, render_video
+from hypermosaic.video import render_video
 
 __all__ = ["video_command"]
 
-GIF_SIZE = (480, 270)
-GIF_FPS = 15.0
 
-
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None):  # noqa: ANN202
+def _parse_size(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
     """``WIDTHxHEIGHT`` (``4k`` and ``1080p`` accepted) as two integers."""
     if value is None:
         return None
@@ -69,39 +59,15 @@ def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | 
                   path: str | None, ease: float, fade: float, no_loop: bool,
                   no_drift: bool) -> None:
     """Render a looping zoom from the whole hypermosaic in OUT_DIR down to its deepest node."""
-    if out_file is None:
-        out_file = out_dir / ("zoom.gif" if gif else "zoom.mp4")
-    gif = gif or out_file.suffix.lower() == ".gif"
-    if codec is None:
-        codec = "gif" if gif else ("vp9" if out_file.suffix.lower() == ".webm" else "h264")
-    elif gif:
-        raise click.UsageError("--codec does not apply to --gif")
-    width, height = size or (GIF_SIZE if gif else (1920, 1080))
-    settings = VideoSettings(
-        width=width, height=height, fps=fps or (GIF_FPS if gif else 30.0), seconds=seconds,
-        seconds_per_level=seconds_per_level, codec=codec, crf=crf, preset=preset, path=path,
-        ease=ease, drift=not no_drift, loop=not no_loop, fade=fade,
-    )
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]frames"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(), TimeElapsedColumn(),
-    )
-    progress = Progress(*columns, console=console)
-    task: TaskID | None = None
-
-    def on_frame(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:  # bad input is reported before any bar is drawn
-            progress.start()
-            task = progress.add_task("frames", total=total)
-        progress.update(task, completed=done)
-
-    try:
-        result = render_video(out_dir, out_file, settings, progress=on_frame)
-    finally:
-        progress.stop()
-    console.print(
+    out_console = console()
+    with progress_bars(out_console) as on_progress:
+        result = render_video(
+            out_dir, out_file, size=size, fps=fps, seconds=seconds,
+            seconds_per_level=seconds_per_level, codec=codec, crf=crf, preset=preset, gif=gif,
+            path=path, ease=ease, fade=fade, loop=not no_loop, drift=not no_drift,
+            progress=on_progress,
+        )
+    out_console.print(
         f"wrote {result.path}: {result.frames} frames of {result.width}x{result.height} at "
         f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}",
         soft_wrap=True,

@@ -2,7 +2,7 @@
 
 `InputError` is anything the user can fix (a config key, an image file, a model that is not
 there): exit status 2, and by contract nothing already written was touched. `BuildError` is
-work that ran and failed: exit status 1. `hypermosaic.build.run_build` lists tiles that kept
+work that ran and failed: exit status 1. `hypermosaic.build.build_mosaic` lists tiles that kept
 failing in its result rather than raising (everything else is kept and published), and
 ``hypermosaic build`` raises `BuildError` from that result after its summary.
 """

@@ -1,23 +1,40 @@
-"""The Dask worker pool every long job runs on.
+"""The Dask worker pool every long job runs on, and what each worker keeps between tasks.
 
 By default a local cluster sized for the machine: one worker per CUDA GPU, pinned to it through
 ``CUDA_VISIBLE_DEVICES``, or, on CPU, single-threaded worker processes (one per core for numpy
 work, one for torch work, whose intra-op threads then use the cores). With a scheduler address,
 attach to an existing cluster started elsewhere (``dask scheduler`` / ``dask worker``).
+
+A job registers one `WorkerState` plugin: its `ModelCache` loads each model the job's tasks ask
+for once per worker (through `hypermosaic.registry`) and frees them on teardown, and its
+``data`` hands every worker, replacements included, what all tasks share. Task code lives in
+importable modules (Dask pickles functions from ``__main__`` with their globals, so a cache
+there would reload with every task).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
-from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed import (
+    Client,
+    LocalCluster,
+    Nanny,
+    Scheduler,
+    SpecCluster,
+    WorkerPlugin,
+    get_worker,
+)
 
+from hypermosaic import registry
 from hypermosaic.errors import InputError
 
-__all__ = ["cpu_count", "cuda_device_count", "open_client"]
+__all__ = ["ModelCache", "WorkerState", "cpu_count", "open_client", "worker_state"]
 
 _SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -31,13 +48,60 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def cuda_device_count() -> int:
-    """Number of CUDA GPUs torch can see (0 without torch or CUDA)."""
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+class ModelCache:
+    """Models by key, each loaded on first use and kept; safe to share between threads.
+
+    Pickled (sent to workers) empty: each process loads its own.
+    """
+
+    def __init__(self) -> None:
+        self.models: dict[Any, Any] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        """The model stored under ``key``, loaded by ``load()`` the first time."""
+        with self.lock:
+            if key not in self.models:
+                self.models[key] = load()
+            return self.models[key]
+
+    def clear(self) -> None:
+        """Drop every model (a worker's teardown)."""
+        with self.lock:
+            self.models.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class WorkerState(WorkerPlugin):
+    """One job's state on every worker: a `ModelCache`, shared ``data`` and torch threads.
+
+    ``name`` is derived from the job, so registering the same state twice is harmless;
+    ``torch_threads`` (0: leave them) is set once per worker, before any model loads.
+    """
+
+    def __init__(self, name: str, *, torch_threads: int = 0,
+                 data: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.torch_threads = torch_threads
+        self.data = data or {}
+        self.models = ModelCache()
+
+    def setup(self, worker: Any) -> None:
+        if self.torch_threads:
+            registry.set_torch_threads(self.torch_threads)
+
+    def teardown(self, worker: Any) -> None:
+        self.models.clear()
+
+
+def worker_state(name: str) -> WorkerState:
+    """The `WorkerState` registered as ``name`` on the worker running this task."""
+    return cast(WorkerState, get_worker().plugins[name])
 
 
 @contextmanager
@@ -55,7 +119,7 @@ def open_client(
     if scheduler_address:
         try:
             client = Client(scheduler_address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(
                 f"--scheduler-address {scheduler_address}: cannot connect ({exc})"
             ) from None
@@ -64,7 +128,8 @@ def open_client(
         finally:
             client.close()
         return
-    cluster = _gpu_cluster(workers) if gpu and cuda_device_count() else _cpu_cluster(workers, gpu)
+    gpus = registry.cuda_device_count() if gpu else 0
+    cluster = _gpu_cluster(workers, gpus) if gpus else _cpu_cluster(workers, gpu)
     try:
         with Client(cluster) as client:
             yield client
@@ -84,8 +149,7 @@ def _cpu_cluster(workers: int | None, torch_work: bool) -> LocalCluster:
     )
 
 
-def _gpu_cluster(workers: int | None) -> SpecCluster:
-    gpus = cuda_device_count()
+def _gpu_cluster(workers: int | None, gpus: int) -> SpecCluster:
     count = min(workers or gpus, gpus)
     specs = {
         f"gpu-{index}": {

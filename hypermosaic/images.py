@@ -22,6 +22,7 @@ from hypermosaic.errors import InputError
 
 __all__ = [
     "MAX_INPUT_PIXELS",
+    "MAX_STREAMED_PIXELS",
     "decode",
     "encode",
     "load_image",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 MAX_INPUT_PIXELS = 256 * 1024 * 1024
+"""Largest image decoded whole into memory (a primary image, a canvas reference or mask)."""
+MAX_STREAMED_PIXELS = 1 << 32
+"""Largest image streamed a few rows at a time (`hypermosaic upscale`'s inputs)."""
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 if Image.MAX_IMAGE_PIXELS is not None:
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS // 2)

@@ -16,16 +16,22 @@ import struct
 import deflate
 import numpy as np
 
-__all__ = ["SIGNATURE", "decode_rgb8", "encode_rgb8"]
+__all__ = ["SIGNATURE", "chunk", "decode_rgb8", "encode_rgb8", "rgb8_header"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RGB8 = (8, 2, 0, 0, 0)  # bit depth, colour type RGB, deflate, adaptive-filter method, no interlace
 _LEVEL = 1
 
 
-def _chunk(kind: bytes, payload: bytes) -> bytes:
+def chunk(kind: bytes, payload: bytes | bytearray) -> bytes:
+    """One PNG chunk: length, type, payload and CRC-32."""
     body = kind + payload
     return struct.pack(">I", len(payload)) + body + struct.pack(">I", deflate.crc32(body))
+
+
+def rgb8_header(width: int, height: int) -> bytes:
+    """The IHDR payload of an 8-bit RGB image of ``width`` x ``height``."""
+    return struct.pack(">II", width, height) + bytes(_RGB8)
 
 
 def encode_rgb8(image: np.ndarray) -> bytes:
@@ -33,10 +39,10 @@ def encode_rgb8(image: np.ndarray) -> bytes:
     height, width, _ = image.shape
     rows = np.zeros((height, 1 + 3 * width), np.uint8)  # a leading 0: filter "none"
     rows[:, 1:] = image.reshape(height, 3 * width)
-    header = struct.pack(">II", width, height) + bytes(_RGB8)
-    return (SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", deflate.zlib_compress(rows.tobytes(), _LEVEL))
-            + _chunk(b"IEND", b""))
+    compressed = deflate.zlib_compress(rows.tobytes(), _LEVEL)
+    return (SIGNATURE + chunk(b"IHDR", rgb8_header(width, height))
+            + chunk(b"IDAT", compressed)
+            + chunk(b"IEND", b""))
 
 
 def decode_rgb8(data: bytes) -> np.ndarray | None:

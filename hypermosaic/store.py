@@ -19,17 +19,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hypermosaic.errors import InputError
 from hypermosaic.tree import Address, Plan, address_key
 
-__all__ = ["Store", "atomic_write", "MANIFEST_NAME", "PUBLISHED_NAMES"]
+__all__ = [
+    "MANIFEST_NAME",
+    "PUBLISHED_NAMES",
+    "Store",
+    "atomic_path",
+    "atomic_write",
+    "temporary_path",
+]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-# What `hypermosaic.assemble.publish_build` writes beside the nodes (files and folders), and its
+# What `hypermosaic.publish.publish_build` writes beside the nodes (files and folders), and its
 # staging leftovers: exactly what `Store.clear` removes besides the nodes and the manifest.
 PUBLISHED_NAMES = (
     "mosaic.dzi",
@@ -39,20 +48,33 @@ PUBLISHED_NAMES = (
     "openseadragon",
     "preview.png",
     "mosaic.tif",
-    ".mosaic.tif.tmp",
 )
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it (``.name.PID.tmp``): renamed over
+    ``path`` when complete, and swept by `Store.remove_temporaries` if a crash leaves it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s new content to; on success it replaces
+    ``path`` in one rename, so readers see the old file or the whole new one. On an error
+    (Ctrl-C included) the temporary file is removed and ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 class Store:
@@ -151,7 +173,8 @@ class Store:
         For --force: a rebuild must not serve a stale pyramid or preview, even with
         --no-publish. Only what a build writes is removed; other files in the folder stay.
         """
-        for path in (self.nodes_dir, *(self.root / name for name in PUBLISHED_NAMES)):
+        partial = self.root.glob(".mosaic.tif.*.tmp")  # a BigTIFF a killed publish left
+        for path in (self.nodes_dir, *(self.root / name for name in PUBLISHED_NAMES), *partial):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:

@@ -19,6 +19,7 @@ __all__ = [
     "Plan",
     "address_key",
     "parse_address",
+    "derive_seed",
     "node_seed",
 ]
 
@@ -47,15 +48,16 @@ def parse_address(key: str) -> Address:
     return tuple(steps)
 
 
-def node_seed(root_seed: int, address: Address) -> int:
-    """A 63-bit seed for one node, from the root seed and its address by a stable hash.
-
-    Independent of traversal order and worker, so any node can be regenerated alone.
-    """
-    digest = hashlib.blake2b(
-        f"{root_seed}:{address_key(address)}".encode(), digest_size=8
-    ).digest()
+def derive_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for the part ``name`` of whatever ``seed`` makes, by a stable hash:
+    independent of order, worker and machine, so any part can be made again alone."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def node_seed(root_seed: int, address: Address) -> int:
+    """A 63-bit seed for one node, from the root seed and its address (`derive_seed`)."""
+    return derive_seed(root_seed, address_key(address))
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Plan:
         """The focus path continued through central tiles to ``depth`` steps (empty: no focus)."""
         if self.focus is None:
             return ROOT
-        steps = tuple(tuple(step) for step in self.focus[: self.depth])
+        steps = tuple((row, col) for row, col in self.focus[: self.depth])
         return steps + tuple((g // 2, g // 2) for g in self.grids[len(steps) :])
 
     def _near_path(self, address: Address) -> bool:

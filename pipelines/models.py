@@ -1,7 +1,9 @@
 """Loading Stable Diffusion pipelines, offline, from wherever the user keeps them.
 
 The one place that turns a ``diffusion.model`` string into a ready diffusers pipeline; the tile
-engine (`hypermosaic.pipelines.engine`) and the canvas (`hypermosaic.pipelines.canvas`) both use it.
+engine (`hypermosaic.pipelines.img2img`) and the canvas (`hypermosaic.pipelines.canvas`) both
+use it. The dtype names are the torch-free `hypermosaic.identity.DTYPES` and `SCHEDULERS` maps
+exactly its `SCHEDULER_NAMES`, so configs check both without torch.
 
 API:
 
@@ -18,6 +20,8 @@ API:
   ..., whichever the model is), on ``device`` in ``dtype``, progress bars off. ``model`` is a local
   diffusers directory, a single ``.safetensors`` checkpoint, or a Hugging Face id already in the
   local cache. Never touches the network (``local_files_only=True``).
+- `load_canvas_pipeline(model, device, dtype)`: `load_pipeline` as a canvas worker does it
+  (libraries quietened, ``auto`` resolved), for `hypermosaic.registry`.
 - `make_scheduler(name, config)`: a scheduler by name (`SCHEDULERS`) from a scheduler or its
   config.
 - `img2img_pipeline(pipe)`: the image-to-image pipeline over the same components, no reloading.
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypermosaic.errors import InputError
+from hypermosaic.identity import DEVICE_HINT, check_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +48,7 @@ __all__ = [
     "ModelSource",
     "img2img_pipeline",
     "is_out_of_memory",
+    "load_canvas_pipeline",
     "load_pipeline",
     "locate_model",
     "make_scheduler",
@@ -51,7 +57,7 @@ __all__ = [
     "resolve_device_dtype",
 ]
 
-# scheduler name -> (diffusers class name, extra config overrides)
+# scheduler name (`hypermosaic.identity.SCHEDULER_NAMES`) -> (diffusers class name, overrides)
 SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "default": (None, {}),
     "ddim": ("DDIMScheduler", {}),
@@ -65,8 +71,6 @@ SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "pndm": ("PNDMScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
-
-DTYPES = ("float16", "bfloat16", "float32")
 
 DOWNLOAD_HINT = (
     "download it on a connected machine with `hf download {id}` (`huggingface-cli download {id}` "
@@ -115,19 +119,19 @@ def resolve_device_dtype(
     try:
         torch_device = torch.device(device)
     except (RuntimeError, ValueError):
-        raise InputError(
-            f"diffusion.device: unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
-        ) from None
+        raise InputError(f"diffusion.device: unknown device {device!r} ({DEVICE_HINT})") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"diffusion.device: {device!r} but CUDA is not available here")
     if torch_device.type == "cuda" and (torch_device.index or 0) >= torch.cuda.device_count():
         raise InputError(
             f"diffusion.device: {device!r} but only {torch.cuda.device_count()} CUDA device(s)"
         )
+    try:
+        check_dtype(dtype)
+    except ValueError as exc:
+        raise InputError(f"diffusion.dtype: {exc}") from None
     if dtype == "auto":
         return torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise InputError(f"diffusion.dtype: unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
     return torch_device, getattr(torch, dtype)
 
 
@@ -145,7 +149,7 @@ def make_scheduler(name: str, config: Any) -> Any:
             f"diffusion.scheduler: unknown scheduler {name!r} (use {', '.join(SCHEDULERS)})"
         )
     if isinstance(config, diffusers.SchedulerMixin):
-        own, config = type(config), config.config
+        own, config = type(config), config.config  # type: ignore[attr-defined]  # ConfigMixin's
     else:
         own = getattr(diffusers, config["_class_name"])
     class_name, overrides = SCHEDULERS[name]
@@ -179,6 +183,15 @@ def load_pipeline(
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:
+    """The pipeline of ``model`` for canvases, as a canvas worker loads it: libraries quietened
+    (`quiet_libraries`), ``device`` and ``dtype`` resolved (`resolve_device_dtype`, ``auto``
+    allowed), then `load_pipeline`. Raises `InputError` as those do."""
+    quiet_libraries()
+    torch_device, torch_dtype = resolve_device_dtype(device, dtype)
+    return load_pipeline(model, device=torch_device, dtype=torch_dtype)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ def examples_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Stable Diffusion saved once as a diffusers folder (read only)."""
-    from hypermosaic.pipelines.tiny import save_tiny_pipeline
+    from tests.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd")
 

@@ -1,4 +1,8 @@
-"""Small fixtures-as-functions shared by several test modules: a real photo, tiny weights."""
+"""Small fixtures-as-functions shared by several test modules: a real photo, tiny weights.
+
+torch and the build command are imported by the helpers that need them, so that a torch-free
+test (or one of another command) can use the rest.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
-
-from hypermosaic.pipelines import esrgan
 
 
 def astronaut(height: int, width: int, top: int = 0, left: int = 0) -> np.ndarray:
@@ -23,8 +23,13 @@ def astronaut(height: int, width: int, top: int = 0, left: int = 0) -> np.ndarra
 def save_srvgg(path: Path, scale: int, seed: int = 0) -> Path:
     """A small seeded SRVGGNetCompact (8 features, 2 convs) as a user's ``.safetensors``:
     quick on any worker; its ``scale`` is read back from the weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from hypermosaic.pipelines.esrgan.networks import SRVGGNetCompact
+
     torch.manual_seed(seed)
-    save_file(esrgan.SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale).state_dict(), path)
+    save_file(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale).state_dict(), path)
     return path
 
 
@@ -39,3 +44,18 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def make_config(examples_dir, out, **raw):
+    """A small recolor build config over the examples' cat photo, ``raw`` laid over it."""
+    from hypermosaic.build.config import build_config_from_dict
+
+    raw = {"seed": 3, "size": 64, "grid": 2, "depth": 2, "engine": "recolor",
+           "primary": {"image": "images/chelsea.png"}, "tiles": {"strength": 0.6},
+           "out": str(out), **raw}
+    return build_config_from_dict(raw, base=examples_dir, source="test.toml")
+
+
+def node_files(out: Path) -> dict[str, bytes]:
+    """Every node image of a build under ``out``, by path relative to it."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "nodes").rglob("*.png"))}

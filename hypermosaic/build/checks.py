@@ -1,0 +1,76 @@
+"""Everything a build checks before it writes anything, and what its workers are given.
+
+`check_inputs` reads the primary image, the recolor source folder, the model's location and
+the init upscalers' weights, so that bad input stops a build with one line before any node is
+written; `engine_spec` and `torch_threads` say what every worker loads and with how many threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hypermosaic import registry
+from hypermosaic.build.config import BuildConfig
+from hypermosaic.build.tasks import EngineSpec
+from hypermosaic.errors import InputError
+from hypermosaic.executor import cpu_count
+from hypermosaic.identity import BICUBIC
+from hypermosaic.images import load_image, resize, square_crop
+
+__all__ = ["check_init_upscalers", "check_inputs", "engine_spec", "torch_threads"]
+
+
+def check_inputs(config: BuildConfig) -> np.ndarray | None:
+    """`InputError` for a bad primary image, recolor source folder, model or init upscaler;
+    returns the primary image at ``size`` (None when it is generated from a prompt)."""
+    primary = None
+    if config.primary.image is not None:
+        primary = resize(square_crop(load_image(config.primary.image)), config.size,
+                         config.size)
+    if config.engine == "recolor" and config.recolor.source not in ("primary", "parent"):
+        from hypermosaic.build.recolor import load_sources
+
+        load_sources(config.recolor.source)
+    if config.engine == "diffusion":
+        assert config.diffusion.model is not None  # the schema requires it
+        registry.locate_model(config.diffusion.model, config.diffusion.config,
+                              key="diffusion.model")
+    check_init_upscalers(config)
+    return primary
+
+
+def check_init_upscalers(config: BuildConfig) -> None:
+    """`InputError` naming the key for an ESRGAN ``init_upscale`` that cannot load (a damaged
+    weights file, registry weights missing) or would never run: a scale of 1, or a tile crop
+    too large for even one pass (``size / grid * scale > size``, leaving it all to bicubic)."""
+    scales: dict[str, int] = {}
+    for depth in range(1, config.depth + 1):
+        name = config.level(depth).init_upscale
+        if name == BICUBIC:
+            continue
+        key = config.init_upscale_key(depth)
+        if name not in scales:  # each model is read once, however many levels use it
+            try:
+                scales[name] = registry.describe_upscaler(name)[0]
+            except InputError as exc:
+                raise InputError(f"{key}: {exc}") from None
+        crop = config.size // config.grids[depth - 1]
+        if scales[name] < 2 or crop * scales[name] > config.size:
+            raise InputError(
+                f"{key}: {name} (scale {scales[name]}) cannot enlarge the {crop} px tiles of "
+                f"level {depth} within size {config.size}; use bicubic there, or a finer grid"
+            )
+
+
+def torch_threads(config: BuildConfig) -> int:
+    """Torch threads of every worker that runs torch (and of `regenerate_node`): on the CPU
+    the thread count decides the order of float sums, so pixels depend on it."""
+    return cpu_count() if config.uses_torch else 0
+
+
+def engine_spec(config: BuildConfig) -> EngineSpec:
+    """The engine and settings every worker loads; init upscalers on ``diffusion``'s device
+    and dtype (the dtype is in the fingerprints)."""
+    settings = (config.recolor if config.engine == "recolor" else config.diffusion).model_dump()
+    return EngineSpec(config.engine, tuple(settings.items()), config.diffusion.device,
+                      config.diffusion.dtype)

@@ -1,0 +1,71 @@
+"""Fingerprints: hashes of everything that decides the pixels of each depth of a build.
+
+A stored build resumes only where its fingerprints equal the config's (`Store.check_compatible`).
+Depth ``d``'s entry covers the global settings and the settings of depths 1..d, so a change to
+a level invalidates that level and every deeper one, while a deeper build of an unchanged config
+resumes (depth and focus only decide *which* nodes exist). Files count by content: the primary
+image by a SHA-256 of its bytes, a single-file model by its size and a hash of its first and
+last MiB (`hypermosaic.identity`). Reading them is the only I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hypermosaic.build.config import BuildConfig
+from hypermosaic.identity import BICUBIC, ESRGAN_MODELS, file_digest, model_file_digest
+
+__all__ = ["fingerprints"]
+
+
+def fingerprints(config: BuildConfig) -> dict[str, str]:
+    """The fingerprint of every depth of ``config``, ``"0"`` to ``str(depth)``.
+
+    The diffusion ``batch_size`` counts, because batch-mates change a tile's pixels at the
+    level of float rounding; an ESRGAN weights file named by ``init_upscale`` counts like a
+    single-file model. Raises `InputError` naming ``primary.image`` (or the model's key) if a
+    file cannot be read.
+    """
+    common = {
+        "seed": config.seed,
+        "size": config.size,
+        "engine": config.engine,
+        "format": config.format,
+        "quality": config.quality if config.format != "png" else None,
+        "primary": config.primary.model_dump(mode="json", exclude={"image"}),
+        "primary_image": (None if config.primary.image is None
+                          else file_digest(config.primary.image, "primary.image")),
+        "engine_settings": (
+            config.recolor.model_dump(mode="json")
+            if config.engine == "recolor"
+            else config.diffusion.model_dump(mode="json", exclude={"device"})
+        ),
+        "model_file": (model_file_digest(config.diffusion.model, "diffusion.model")
+                       if config.engine == "diffusion" else None),
+    }
+    prints = {"0": _digest(common)}
+    chain = [common]
+    for depth in range(1, config.depth + 1):
+        chain.append({"grid": config.grids[depth - 1], **_level_print(config, depth)})
+        prints[str(depth)] = _digest(chain)
+    return prints
+
+
+def _level_print(config: BuildConfig, depth: int) -> dict[str, Any]:
+    """A depth's settings as fingerprinted: the default bicubic init is left out (prints of
+    builds made before ``init_upscale`` existed stay valid); a model comes with the dtype it
+    runs in (``diffusion.dtype``), a weights file counts by content."""
+    settings = config.level(depth).model_dump()
+    upscaler = settings.pop("init_upscale")
+    if upscaler == BICUBIC:
+        return settings
+    settings["init_upscale"] = (upscaler if upscaler in ESRGAN_MODELS else
+                                model_file_digest(upscaler, config.init_upscale_key(depth)))
+    settings["init_dtype"] = config.diffusion.dtype
+    return settings
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]

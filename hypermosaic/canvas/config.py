@@ -1,0 +1,290 @@
+"""The canvas config: TOML (or a Mixture of Diffusers JSON) validated into typed objects.
+
+A canvas is described by a prompt grid (``[grid]``, as Mixture of Diffusers' tiling pipeline),
+free regions (``[[regions]]`` of kind ``text``, ``image``, ``reroll`` or ``brush``) and an optional
+``[background]`` prompt for what no brush covers. Sizes are pixels and multiples of 8; boxes are
+``top``, ``bottom``, ``left``, ``right`` with the bottom and right edges excluded. Regions are
+numbered from 0 in messages (``regions.2``). Unknown keys are errors; every error found here is
+one line naming the file and the key (what only planning can check, such as mask files and
+coverage, is named by region in `hypermosaic.canvas.plan`). Paths in a file are relative to
+that file.
+
+A Mixture of Diffusers JSON grid config is translated to the same mapping first
+(`hypermosaic.canvas.mod_json`); files are read by `hypermosaic.canvas.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+
+from hypermosaic.canvas.regions import (
+    PIXEL_MULTIPLE,
+    REGION_KINDS,
+    BoxRegion,
+    BrushRegion,
+    Guidance,
+    MaskType,
+    Prompt,
+    Region,
+    Seed,
+    SeedMode,
+    multiple_of_8,
+)
+from hypermosaic.errors import InputError
+from hypermosaic.identity import Dtype, SchedulerName, check_device, check_upscaler
+from hypermosaic.settings import Strict, set_dotted, validation_message
+
+__all__ = [
+    "BackgroundConfig",
+    "CanvasConfig",
+    "GridConfig",
+    "TileOverride",
+    "canvas_config_from_dict",
+    "check_grid",
+]
+
+
+def _seed_list(value: Any) -> Any:
+    return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TileOverride(Strict):
+    """Settings of one grid tile: its guidance, or a seed for its initial noise."""
+
+    row: Annotated[int, Field(ge=0)]
+    col: Annotated[int, Field(ge=0)]
+    guidance: Guidance | None = None
+    seed: Seed | None = None
+    seed_mode: SeedMode | None = None
+
+
+def check_grid(
+    prompt: list[list[Any]] | tuple[tuple[Any, ...], ...],
+    tile_height: int,
+    tile_width: int,
+    tile_row_overlap: int,
+    tile_col_overlap: int,
+) -> None:
+    """Reject an empty or ragged prompt grid and tile sizes that cannot tile; ValueError."""
+    if not prompt:
+        raise ValueError("prompt: an empty prompt grid; give at least one row of prompts")
+    for index, row in enumerate(prompt):
+        if not row:
+            raise ValueError(f"prompt: row {index} of the prompt grid is empty")
+        if len(row) != len(prompt[0]):
+            raise ValueError(
+                f"prompt: row {index} has {len(row)} prompts but row 0 has {len(prompt[0])} "
+                "(all rows of the grid need the same length)"
+            )
+    sides = (("tile_height", tile_height, "tile_row_overlap", tile_row_overlap),
+             ("tile_width", tile_width, "tile_col_overlap", tile_col_overlap))
+    for side_key, side, overlap_key, overlap in sides:
+        if side < PIXEL_MULTIPLE:
+            raise ValueError(f"{side_key}: {side} is too small (at least {PIXEL_MULTIPLE})")
+        multiple_of_8(side, side_key)
+        if overlap < 0:
+            raise ValueError(f"{overlap_key}: {overlap} is negative")
+        multiple_of_8(overlap, overlap_key)
+        if overlap >= side:
+            raise ValueError(
+                f"{overlap_key}: {overlap} is as large as the tile ({side_key} = {side}); "
+                "the overlap must be smaller"
+            )
+
+
+class GridConfig(Strict):
+    """A grid of prompts, one per tile, tiles overlapping (Mixture of Diffusers' tiling)."""
+
+    prompt: list[list[Prompt]]
+    tile_height: int = 512
+    tile_width: int = 512
+    tile_row_overlap: int = 256
+    tile_col_overlap: int = 256
+    guidance: Guidance | None = None
+    negative_prompt: str | None = None
+    mask_type: MaskType = "gaussian"
+    seed_tiles_mode: SeedMode = "full"
+    tiles: list[TileOverride] = []
+
+    @model_validator(mode="after")
+    def _geometry(self) -> GridConfig:
+        check_grid(self.prompt, self.tile_height, self.tile_width, self.tile_row_overlap,
+                   self.tile_col_overlap)
+        seen = set()
+        for index, tile in enumerate(self.tiles):
+            if tile.row >= self.rows or tile.col >= self.cols:
+                raise ValueError(
+                    f"tiles.{index}: tile ({tile.row}, {tile.col}) is outside the "
+                    f"{self.rows}x{self.cols} grid"
+                )
+            if (tile.row, tile.col) in seen:
+                raise ValueError(f"tiles.{index}: tile ({tile.row}, {tile.col}) is listed twice")
+            seen.add((tile.row, tile.col))
+            if tile.seed_mode is not None and tile.seed is None:
+                raise ValueError(f"tiles.{index}: seed_mode without a seed")
+        return self
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompt)
+
+    @property
+    def cols(self) -> int:
+        return len(self.prompt[0])
+
+    @property
+    def height(self) -> int:
+        """Canvas height the grid spans, in pixels."""
+        return self.tile_height + (self.rows - 1) * (self.tile_height - self.tile_row_overlap)
+
+    @property
+    def width(self) -> int:
+        """Canvas width the grid spans, in pixels."""
+        return self.tile_width + (self.cols - 1) * (self.tile_width - self.tile_col_overlap)
+
+    def override(self, row: int, col: int) -> TileOverride | None:
+        """The settings given for tile ``(row, col)``, if any."""
+        return next((t for t in self.tiles if (t.row, t.col) == (row, col)), None)
+
+
+class BackgroundConfig(Strict):
+    """The prompt for the canvas area that no brush covers."""
+
+    prompt: Prompt
+    negative_prompt: str | None = None
+    guidance: Guidance | None = None
+
+
+class CanvasConfig(Strict):
+    """A whole `hypermosaic canvas` config, validated."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "canvas"
+    seed: Annotated[tuple[Seed, ...], BeforeValidator(_seed_list), Field(min_length=1)] = (0,)
+    steps: Annotated[int, Field(ge=1, le=1000)] = 30
+    scheduler: SchedulerName = "default"
+    model: str | None = None
+    device: str = "auto"
+    dtype: Dtype = "auto"
+    width: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
+    height: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
+    guidance: Guidance = 7.5
+    negative_prompt: str = ""
+    cpu_vae: bool = False
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    vae_tile: Annotated[int, Field(ge=64, le=8192)] = 512
+    window_size: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
+    window_stride: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
+    bootstrap_steps: Annotated[int, Field(ge=0)] = 0
+    background: BackgroundConfig | None = None
+    grid: GridConfig | None = None
+    regions: list[Region] = []
+    out: Path = Path("out")
+    format: Literal["auto", "png", "tiff"] = "auto"
+    deepzoom: bool = False
+    upscale: Literal[1, 4] = 1
+    upscale_model: str = "x4plus"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device(value)
+
+    @field_validator("upscale_model")
+    @classmethod
+    def _upscaler(cls, value: str) -> str:
+        return check_upscaler(value)
+
+    @field_validator("width", "height", "vae_tile", "window_size", "window_stride")
+    @classmethod
+    def _eights(cls, value: int | None, info: Any) -> int | None:
+        if value is not None:
+            multiple_of_8(value, info.field_name)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CanvasConfig:
+        if self.grid is not None:
+            for key, grid_side in (("height", self.grid.height), ("width", self.grid.width)):
+                given = getattr(self, key)
+                if given is not None and given != grid_side:
+                    raise ValueError(
+                        f"{key}: {given} differs from the {grid_side} px the grid spans "
+                        f"(leave {key} out to use the grid's)"
+                    )
+        elif self.width is None or self.height is None:
+            raise ValueError("width and height: required without a [grid]")
+        height, width = self.size
+        for index, region in enumerate(self.regions):
+            if isinstance(region, BoxRegion):
+                if region.bottom > height:
+                    raise ValueError(
+                        f"regions.{index}: bottom {region.bottom} is outside the canvas "
+                        f"(height {height})"
+                    )
+                if region.right > width:
+                    raise ValueError(
+                        f"regions.{index}: right {region.right} is outside the canvas "
+                        f"(width {width})"
+                    )
+        if self.bootstrap_steps > self.steps:
+            raise ValueError(
+                f"bootstrap_steps: {self.bootstrap_steps} is more than steps ({self.steps})"
+            )
+        if self.window_size and self.window_stride and self.window_stride > self.window_size:
+            raise ValueError(
+                f"window_stride: {self.window_stride} is larger than window_size "
+                f"({self.window_size}), which would leave gaps"
+            )
+        if self.background is not None and not any(
+            isinstance(region, BrushRegion) for region in self.regions
+        ):
+            raise ValueError("background: a background prompt needs brush regions")
+        return self
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the canvas in pixels."""
+        if self.grid is not None:
+            return self.grid.height, self.grid.width
+        assert self.height is not None and self.width is not None
+        return self.height, self.width
+
+
+def canvas_config_from_dict(
+    raw: dict[str, Any],
+    *,
+    base: Path,
+    source: str,
+    overrides: dict[str, Any] | None = None,
+) -> CanvasConfig:
+    """Validate a canonical config mapping (as read from TOML); see `load_canvas_config`."""
+    raw = dict(raw)
+    regions = raw.get("regions")
+    if isinstance(regions, list):
+        raw["regions"] = [_resolve_region(region, base) for region in regions]
+    if isinstance(raw.get("out"), str):
+        raw["out"] = base / raw["out"]
+    for key in ("model", "upscale_model"):
+        if isinstance(raw.get(key), str) and (base / raw[key]).exists():
+            raw[key] = str(base / raw[key])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(raw, key, value)
+    try:
+        return CanvasConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(validation_message(exc, source, docs="docs/canvas.md",
+                                            skip=REGION_KINDS)) from None
+
+
+def _resolve_region(region: Any, base: Path) -> Any:
+    if not isinstance(region, dict):
+        return region
+    region = dict(region)
+    for key in ("image", "mask"):
+        if isinstance(region.get(key), str):
+            region[key] = base / region[key]
+    return region

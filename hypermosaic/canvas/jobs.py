@@ -1,0 +1,91 @@
+"""Canvas jobs: every seed of every config planned and checked before any work starts.
+
+A job is one canvas: a config and the pure plan of one of its seeds
+(`hypermosaic.canvas.plan`). Planning checks what only the model can tell, without loading it:
+that the model is there, that the brushes' sliding windows leave no gaps at its native size,
+and that the ESRGAN weights of an ``upscale`` are there and readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypermosaic import registry
+from hypermosaic.canvas.config import CanvasConfig
+from hypermosaic.canvas.plan import CanvasPlan, check_window_stride, plan_canvas
+from hypermosaic.errors import InputError
+
+__all__ = ["CanvasJob", "check_windows", "plan_jobs"]
+
+
+@dataclass(frozen=True)
+class CanvasJob:
+    """One canvas to render: a config and the plan of one of its seeds."""
+
+    config: CanvasConfig
+    plan: CanvasPlan
+
+    @property
+    def stem(self) -> str:
+        """The output file name without suffix: ``<config name>-<seed>``."""
+        return f"{self.config.name}-{self.plan.seed}"
+
+    @property
+    def key(self) -> str:
+        """A Dask key derived from everything that decides the task's result."""
+        what = repr((self.plan, self.config.model, self.config.device, self.config.dtype,
+                     self.config.upscale, self.config.upscale_model))
+        return f"canvas-{self.stem}-{hashlib.blake2b(what.encode(), digest_size=8).hexdigest()}"
+
+
+def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
+    """Plan every seed of every config; `InputError` before any work for a bad input.
+
+    Checks that each config names a model that is there (located without loading it), that
+    its sliding windows leave no gaps at the model's native size, that the ESRGAN model of an
+    ``upscale`` can load, and that no two canvases would write the same file.
+    """
+    jobs: list[CanvasJob] = []
+    natives: dict[str, int | None] = {}
+    for config in configs:
+        if config.model is None:
+            raise InputError(f"{config.name}: model: no model given (set model in the config "
+                             "or pass --model)")
+        if config.upscale > 1:
+            try:
+                registry.describe_upscaler(config.upscale_model)
+            except InputError as exc:
+                raise InputError(f"{config.name}: upscale_model: {exc}") from None
+        jobs.extend(CanvasJob(config, plan_canvas(config, seed)) for seed in config.seed)
+    for config in configs:
+        assert config.model is not None
+        if config.model not in natives:
+            try:
+                natives[config.model] = registry.native_size(
+                    registry.locate_model(config.model, key="model"))
+            except InputError as exc:
+                raise InputError(f"{config.name}: {exc}") from None
+        check_windows(config, natives[config.model])
+    seen: dict[Path, str] = {}
+    for job in jobs:
+        target = job.config.out / job.stem
+        if target in seen:
+            raise InputError(f"{job.config.name}: two canvases would write {target}.*; give the "
+                             "configs different names or outputs")
+        seen[target] = job.stem
+    return jobs
+
+
+def check_windows(config: CanvasConfig, native: int | None) -> None:
+    """`check_window_stride` for the brushes' window of ``config`` (its ``window_size``, else
+    the model's ``native`` side in pixels, when known), the error naming the config."""
+    size = config.window_size or native
+    if size is None:
+        return
+    try:
+        check_window_stride(config.window_stride, size, config.window_size)
+    except InputError as exc:
+        raise InputError(f"{config.name}: {exc}") from None

@@ -1,0 +1,380 @@
+"""The canvas plan: a validated config resolved into everything that decides the pixels.
+
+Pure and model-free: boxes in pixels as ``(top, bottom, left, right)``, brush masks at the
+resolution of 8-pixel cells (one Stable Diffusion latent position each), reference images
+already rescaled to their boxes, and the ordered edits of the initial noise with their seeds.
+A plan is what a worker needs, so workers read no files. Building it checks what the config
+alone could not: mask sizes, readable images, and that every cell of the canvas is covered by
+some prompt (`InputError` naming the region or the uncovered area).
+
+Initial noise is drawn from ``seed`` for the whole canvas, then edited in this order: the seeded
+grid tiles in raster order (``full`` rewrites the tile's box; ``exclusive`` draws the same tile
+noise but writes only the part no other tile covers), reroll regions in config order (``reset``
+replaces, ``epsilon`` adds ``noise_eps`` times new noise), then ``noise_eps`` of text and image
+regions in config order. A region without a seed gets one derived from the canvas seed and its
+name, so every canvas is reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hypermosaic.canvas.config import CanvasConfig, GridConfig
+from hypermosaic.canvas.regions import (
+    BrushRegion,
+    Ensemble,
+    ImageRegion,
+    RerollRegion,
+    TextRegion,
+)
+from hypermosaic.errors import InputError
+from hypermosaic.images import MAX_INPUT_PIXELS, load_image, resize
+from hypermosaic.tiling import Box
+from hypermosaic.tree import derive_seed
+
+__all__ = [
+    "CELL",
+    "BrushPlan",
+    "CanvasPlan",
+    "ImagePlan",
+    "NoiseEdit",
+    "PromptPlan",
+    "check_window_stride",
+    "coverage",
+    "exclusive_box",
+    "grid_box",
+    "load_mask",
+    "plan_canvas",
+]
+
+CELL = 8
+T = TypeVar("T")
+
+
+def check_window_stride(stride: int | None, window: int, window_size: int | None) -> None:
+    """`InputError` naming ``window_stride`` when it is larger than the brushes' ``window``
+    (px: the config's ``window_size`` when given, else the model's native side), which would
+    leave gaps between the sliding windows."""
+    if stride is not None and stride > window:
+        source = "window_size" if window_size else "the model's native window"
+        raise InputError(
+            f"window_stride: {stride} is larger than {source} ({window} px), which would "
+            "leave gaps; give a smaller stride or a window_size"
+        )
+
+
+def grid_box(grid: GridConfig, row: int, col: int) -> Box:
+    """Pixel box of tile ``(row, col)``: tiles step by their side minus the overlap."""
+    top = row * (grid.tile_height - grid.tile_row_overlap)
+    left = col * (grid.tile_width - grid.tile_col_overlap)
+    return top, top + grid.tile_height, left, left + grid.tile_width
+
+
+def exclusive_box(grid: GridConfig, row: int, col: int) -> Box | None:
+    """The part of tile ``(row, col)`` that no other tile covers, or None if there is none.
+
+    Tiles of a row all share its rows of pixels, so the exclusive part is the rectangle of
+    the tile's own rows (after the previous row of tiles ends, before the next one starts)
+    and its own columns.
+    """
+    top, bottom, left, right = grid_box(grid, row, col)
+    if row > 0:
+        top = grid_box(grid, row - 1, col)[1]
+    if row < grid.rows - 1:
+        bottom = grid_box(grid, row + 1, col)[0]
+    if col > 0:
+        left = grid_box(grid, row, col - 1)[3]
+    if col < grid.cols - 1:
+        right = grid_box(grid, row, col + 1)[2]
+    if top >= bottom or left >= right:
+        return None
+    return top, bottom, left, right
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(array.tobytes() + str(array.shape).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """A prompt diffusing in a box (a grid tile or a text region), weighted by a profile."""
+
+    name: str
+    box: Box
+    prompt: Ensemble
+    negative_prompt: str
+    guidance: float
+    mask_type: str
+    mask_weight: float
+
+
+@dataclass(frozen=True)
+class BrushPlan:
+    """A prompt over a mask: ``cells`` is the mask's mean over each 8x8 cell, in [0, 1].
+
+    Its weight is ``strength`` times ``cells`` blurred by ``blur`` pixels (standard deviation).
+    ``bootstrap``: whether the bootstrap steps isolate it (brushes yes, the background no).
+    """
+
+    name: str
+    prompt: Ensemble
+    negative_prompt: str
+    guidance: float
+    strength: float
+    blur: float
+    bootstrap: bool
+    digest: str
+    cells: np.ndarray = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A reference image (uint8, already the box's size) held with img2img ``strength``."""
+
+    name: str
+    box: Box
+    strength: float
+    digest: str
+    pixels: np.ndarray = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class NoiseEdit:
+    """Noise drawn from ``seed`` over ``draw``, written (replaced or added) inside ``write``."""
+
+    name: str
+    seed: int
+    draw: Box
+    write: Box
+    mode: Literal["reset", "epsilon"]
+    eps: float = 0.0
+
+
+@dataclass(frozen=True)
+class CanvasPlan:
+    """Everything that decides one canvas's pixels, model aside."""
+
+    height: int
+    width: int
+    seed: int
+    steps: int
+    scheduler: str
+    cpu_vae: bool
+    batch_size: int
+    vae_tile: int
+    window_size: int | None
+    window_stride: int | None
+    bootstrap_steps: int
+    prompts: tuple[PromptPlan, ...]
+    brushes: tuple[BrushPlan, ...]
+    images: tuple[ImagePlan, ...]
+    noise_edits: tuple[NoiseEdit, ...]
+
+    @property
+    def cells(self) -> tuple[int, int]:
+        """``(rows, cols)`` of 8-pixel cells."""
+        return self.height // CELL, self.width // CELL
+
+
+def load_mask(path: Path, height: int, width: int, key: str) -> np.ndarray:
+    """A brush mask as its mean per 8x8 cell in [0, 1]: the alpha channel if the PNG has one,
+    else its grey level. `InputError` naming ``key`` if unreadable or not the canvas's size."""
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise InputError(f"{key}: {path} has more pixels than the {MAX_INPUT_PIXELS:,} "
+                                 "allowed")
+            if (image.width, image.height) != (width, height):
+                raise InputError(
+                    f"{key}: {path} is {image.width}x{image.height} but the canvas is "
+                    f"{width}x{height}; a mask must have the canvas's size"
+                )
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            plane = image.convert("RGBA").getchannel("A") if has_alpha else image.convert("L")
+            values = np.asarray(plane, np.float32) / 255.0
+    except FileNotFoundError:
+        raise InputError(f"{key}: {path}: no such mask file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{key}: {path}: not a readable image ({exc})") from None
+    return values.reshape(height // CELL, CELL, width // CELL, CELL).mean(axis=(1, 3))
+
+
+def plan_canvas(config: CanvasConfig, seed: int | None = None) -> CanvasPlan:
+    """Resolve ``config`` for one canvas seed (default: its first) into a `CanvasPlan`.
+
+    Reads masks and reference images; raises `InputError` naming the region for a bad file or
+    a mask of the wrong size, and naming the area when part of the canvas has no prompt.
+    """
+    seed = config.seed[0] if seed is None else seed
+    height, width = config.size
+    prompts = _grid_prompts(config) + _text_prompts(config)
+    brushes = _brushes(config, height, width)
+    images = tuple(
+        ImagePlan(f"regions.{i}", region.box, region.strength, _digest(pixels), pixels)
+        for i, region in enumerate(config.regions) if isinstance(region, ImageRegion)
+        for pixels in [_reference(region, i)]
+    )
+    plan = CanvasPlan(
+        height=height,
+        width=width,
+        seed=seed,
+        steps=config.steps,
+        scheduler=config.scheduler,
+        cpu_vae=config.cpu_vae,
+        batch_size=config.batch_size,
+        vae_tile=config.vae_tile,
+        window_size=config.window_size,
+        window_stride=config.window_stride,
+        bootstrap_steps=config.bootstrap_steps,
+        prompts=prompts,
+        brushes=brushes,
+        images=images,
+        noise_edits=_noise_edits(config, seed),
+    )
+    _check_coverage(plan)
+    return plan
+
+
+def _grid_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
+    grid = config.grid
+    if grid is None:
+        return ()
+    plans = []
+    for row, cells in enumerate(grid.prompt):
+        for col, prompt in enumerate(cells):
+            override = grid.override(row, col)
+            guidance = next(g for g in (
+                override.guidance if override else None, grid.guidance, config.guidance,
+            ) if g is not None)
+            plans.append(PromptPlan(
+                name=f"grid.{row}_{col}",
+                box=grid_box(grid, row, col),
+                prompt=prompt,
+                negative_prompt=_or(grid.negative_prompt, config.negative_prompt),
+                guidance=guidance,
+                mask_type=grid.mask_type,
+                mask_weight=1.0,
+            ))
+    return tuple(plans)
+
+
+def _text_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
+    return tuple(
+        PromptPlan(
+            name=f"regions.{index}",
+            box=region.box,
+            prompt=region.prompt,
+            negative_prompt=_or(region.negative_prompt, config.negative_prompt),
+            guidance=_or(region.guidance, config.guidance),
+            mask_type=region.mask_type,
+            mask_weight=region.mask_weight,
+        )
+        for index, region in enumerate(config.regions) if isinstance(region, TextRegion)
+    )
+
+
+def _brushes(config: CanvasConfig, height: int, width: int) -> tuple[BrushPlan, ...]:
+    plans = []
+    for index, region in enumerate(config.regions):
+        if isinstance(region, BrushRegion):
+            cells = load_mask(region.mask, height, width, f"regions.{index}.mask")
+            plans.append(BrushPlan(
+                name=f"regions.{index}",
+                prompt=region.prompt,
+                negative_prompt=_or(region.negative_prompt, config.negative_prompt),
+                guidance=_or(region.guidance, config.guidance),
+                strength=region.strength,
+                blur=region.blur,
+                bootstrap=True,
+                digest=_digest(cells),
+                cells=cells,
+            ))
+    background = config.background
+    if background is not None:
+        cells = 1.0 - np.clip(sum(plan.cells for plan in plans), 0.0, 1.0)
+        plans.append(BrushPlan(
+            name="background",
+            prompt=background.prompt,
+            negative_prompt=_or(background.negative_prompt, config.negative_prompt),
+            guidance=_or(background.guidance, config.guidance),
+            strength=1.0,
+            blur=0.0,
+            bootstrap=False,
+            digest=_digest(cells),
+            cells=cells,
+        ))
+    return tuple(plans)
+
+
+def _reference(region: ImageRegion, index: int) -> np.ndarray:
+    try:
+        image = load_image(region.image)
+    except InputError as exc:
+        raise InputError(f"regions.{index}.image: {exc}") from None
+    top, bottom, left, right = region.box
+    return np.ascontiguousarray(resize(image, right - left, bottom - top))
+
+
+def _noise_edits(config: CanvasConfig, seed: int) -> tuple[NoiseEdit, ...]:
+    edits = []
+    grid = config.grid
+    if grid is not None:
+        for row in range(grid.rows):
+            for col in range(grid.cols):
+                override = grid.override(row, col)
+                if override is None or override.seed is None:
+                    continue
+                box = grid_box(grid, row, col)
+                mode = override.seed_mode or grid.seed_tiles_mode
+                write = box if mode == "full" else exclusive_box(grid, row, col)
+                if write is not None:
+                    edits.append(NoiseEdit(f"grid.{row}_{col}", override.seed, box, write,
+                                           "reset"))
+    for index, region in enumerate(config.regions):
+        if isinstance(region, RerollRegion):
+            edits.append(NoiseEdit(f"regions.{index}", region.seed, region.box, region.box,
+                                   region.mode, region.noise_eps))
+    for index, region in enumerate(config.regions):
+        if isinstance(region, TextRegion | ImageRegion) and region.noise_eps > 0:
+            name = f"regions.{index}"
+            region_seed = _or(region.seed, derive_seed(seed, name))
+            edits.append(NoiseEdit(name, region_seed, region.box, region.box, "epsilon",
+                                   region.noise_eps))
+    return tuple(edits)
+
+
+def coverage(plan: CanvasPlan) -> np.ndarray:
+    """Boolean ``(rows, cols)`` map of the cells where some prompt has positive weight."""
+    covered = np.zeros(plan.cells, bool)
+    for prompt in plan.prompts:
+        if prompt.mask_weight > 0:
+            top, bottom, left, right = (edge // CELL for edge in prompt.box)
+            covered[top:bottom, left:right] = True
+    for brush in plan.brushes:
+        if brush.strength > 0:
+            covered |= brush.cells > 0
+    return covered
+
+
+def _check_coverage(plan: CanvasPlan) -> None:
+    uncovered = ~coverage(plan)
+    if not uncovered.any():
+        return
+    rows = np.flatnonzero(uncovered.any(axis=1))
+    cols = np.flatnonzero(uncovered.any(axis=0))
+    raise InputError(
+        f"canvas: {int(uncovered.sum()) * CELL * CELL:,} px are covered by no prompt, within "
+        f"rows {rows[0] * CELL}-{(rows[-1] + 1) * CELL} and columns {cols[0] * CELL}-"
+        f"{(cols[-1] + 1) * CELL}; cover them with the grid, a text region, a brush or a "
+        "[background]"
+    )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value

@@ -1,0 +1,80 @@
+"""Progress reporting, one way for every command.
+
+A long step reports `Progress` events (``done`` of ``total`` in a ``unit``: nodes, outputs,
+steps, tiles, frames) to a `ProgressCallback`; the command line draws one bar per unit, a
+notebook may print them or ignore them. Work running on Dask workers reports through an
+`EventChannel`: the task sends through an `emitter` of its topic, the client receives the
+payloads on its event thread.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from distributed import Client, get_worker
+
+__all__ = ["EventChannel", "Progress", "ProgressCallback", "emitter", "report"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` (None: not known yet) ``unit`` of one step of a command.
+
+    ``skipped`` of the ``done`` were not computed in this run (a resumed build's stored nodes),
+    so a rate counts only the others; ``note`` is a line worth showing once (a dashboard link).
+    """
+
+    unit: str
+    done: int
+    total: int | None
+    skipped: int = 0
+    note: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def report(callback: ProgressCallback | None, unit: str, done: int, total: int | None,
+           **extra: Any) -> None:
+    """Call ``callback`` (when there is one) with a `Progress`."""
+    if callback is not None:
+        callback(Progress(unit, done, total, **extra))
+
+
+class EventChannel:
+    """Payloads `emit`-ted by tasks on a unique topic, handed to ``handler`` on the client.
+
+    A context manager: subscribed on entry, unsubscribed on exit. Events may trail the task
+    results that caused them; `settle` waits a moment for them.
+    """
+
+    def __init__(self, client: Client, handler: Callable[[Any], None]) -> None:
+        self.client = client
+        self.handler = handler
+        self.topic = f"hypermosaic-{uuid.uuid4().hex}"
+
+    def __enter__(self) -> EventChannel:
+        self.client.subscribe_topic(self.topic, lambda event: self.handler(event[1]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.unsubscribe_topic(self.topic)
+
+    @staticmethod
+    def settle(finished: Callable[[], bool], seconds: float = 5.0) -> None:
+        """Wait up to ``seconds`` for ``finished()``: the last events to land."""
+        deadline = time.monotonic() + seconds
+        while not finished() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def emitter(topic: str) -> Callable[[Any], None]:
+    """A function sending payloads from the running Dask task to the `EventChannel` of
+    ``topic``. The worker is looked up now, in the task's thread, so the function may be
+    called from any thread the task's work runs in (libvips calls back from its own)."""
+    worker = get_worker()
+    return lambda payload: worker.log_event(topic, payload)

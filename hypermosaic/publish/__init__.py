@@ -1,0 +1,26 @@
+"""Publishing: a build's DeepZoom pyramid, preview and BigTIFF, its viewer page and server.
+
+`publish_build` writes what a build shows (`hypermosaic.build` calls it after the tiles);
+`serve_build` serves a build folder read-only to a browser (``hypermosaic serve``);
+`staged_deepzoom` is the one way any command writes a DeepZoom pair atomically.
+"""
+
+from __future__ import annotations
+
+from hypermosaic.publish.assemble import canvas_image
+from hypermosaic.publish.config import PublishConfig
+from hypermosaic.publish.deepzoom import staged_deepzoom
+from hypermosaic.publish.run import DZI_NAME, publish_build
+from hypermosaic.publish.server import serve_build
+from hypermosaic.publish.viewer import read_dzi, write_viewer
+
+__all__ = [
+    "DZI_NAME",
+    "PublishConfig",
+    "canvas_image",
+    "publish_build",
+    "read_dzi",
+    "serve_build",
+    "staged_deepzoom",
+    "write_viewer",
+]

@@ -1,0 +1,162 @@
+"""The one seam between the torch-free core and `hypermosaic.pipelines`.
+
+The core never imports torch, diffusers or the pipelines: it asks this registry for an engine,
+an upscaler, a canvas runner or a model check by name, and the registry imports the torch side
+the first time one is needed (`COMPONENTS` maps each name to where it lives). A machine without
+torch can plan, validate, build with the recolor engine and publish; asking for a torch
+component there raises `InputError` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import numpy as np
+
+from hypermosaic.errors import InputError
+
+__all__ = [
+    "COMPONENTS",
+    "Upscaler",
+    "component",
+    "cuda_device_count",
+    "describe_upscaler",
+    "diffusion_engine",
+    "enlarge",
+    "load_canvas_pipeline",
+    "load_upscaler",
+    "locate_model",
+    "native_size",
+    "render_canvas",
+    "set_torch_threads",
+    "torch_threads",
+    "upscale_array",
+    "upscale_bands",
+]
+
+COMPONENTS: dict[str, str] = {
+    "engine.diffusion": "hypermosaic.pipelines.img2img:DiffusionEngine",
+    "model.locate": "hypermosaic.pipelines.models:locate_model",
+    "model.native_size": "hypermosaic.pipelines.models:native_size",
+    "canvas.pipeline": "hypermosaic.pipelines.models:load_canvas_pipeline",
+    "canvas.render": "hypermosaic.pipelines.canvas:render_canvas",
+    "upscaler.load": "hypermosaic.pipelines.esrgan:load_upscaler",
+    "upscaler.describe": "hypermosaic.pipelines.esrgan:describe_upscaler",
+    "upscaler.bands": "hypermosaic.pipelines.esrgan:upscale_bands",
+    "upscaler.array": "hypermosaic.pipelines.esrgan:upscale_array",
+    "upscaler.enlarge": "hypermosaic.pipelines.esrgan:enlarge",
+    "runtime.torch_threads": "hypermosaic.pipelines.runtime:torch_threads",
+    "runtime.set_torch_threads": "hypermosaic.pipelines.runtime:set_torch_threads",
+    "runtime.cuda_device_count": "hypermosaic.pipelines.runtime:cuda_device_count",
+}
+
+
+class Upscaler(Protocol):
+    """What the core reads of a loaded ESRGAN upscaler (`hypermosaic.pipelines.esrgan`)."""
+
+    scale: int
+    tile: int
+    name: str
+
+
+def component(name: str) -> Any:
+    """The object registered as ``name`` in `COMPONENTS`, its module imported on first use."""
+    module, _, attribute = COMPONENTS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "diffusers", "transformers"):
+            raise InputError(f"{name}: needs {exc.name}, which is not installed") from None
+        raise
+
+
+def diffusion_engine(settings: dict[str, Any]) -> Any:
+    """The Stable Diffusion tile engine (`hypermosaic.build.engines.Engine`)."""
+    return component("engine.diffusion")(**settings)
+
+
+def locate_model(model: str, config: str | None = None, *, key: str) -> Any:
+    """Where a diffusion model's files are, checked without loading it; `InputError` naming
+    ``key``."""
+    return component("model.locate")(model, config, key=key)
+
+
+def native_size(source: Any) -> int | None:
+    """The native image side of a located model, from its configs (no weights)."""
+    result: int | None = component("model.native_size")(source)
+    return result
+
+
+def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:
+    """A Stable Diffusion pipeline for canvases on ``device`` in ``dtype`` (``auto`` allowed)."""
+    return component("canvas.pipeline")(model, device, dtype)
+
+
+def render_canvas(pipe: Any, plan: Any, callback: Callable[[int, int], None] | None) -> np.ndarray:
+    """Mixture-of-diffusers denoising of a `hypermosaic.canvas.plan.CanvasPlan` with ``pipe``."""
+    image: np.ndarray = component("canvas.render")(pipe, plan, callback)
+    return image
+
+
+def load_upscaler(name: str, *, device: str = "auto", dtype: str = "auto",
+                  tile: int | None = None, init: bool = False) -> Upscaler:
+    """An ESRGAN model or weights file on ``device``. ``auto`` dtype is the upscaler's own rule
+    (bfloat16 on a CPU with native support), or with ``init`` the diffusion engine's (float32 on
+    any CPU: a build's tile inits do not change between machines)."""
+    upscaler: Upscaler = component("upscaler.load")(name, device=device, dtype=dtype, tile=tile,
+                                                    init=init)
+    return upscaler
+
+
+def describe_upscaler(name: str) -> tuple[int, int]:
+    """``(scale, default tile side)`` of an ESRGAN model, its weights checked without running
+    it; `InputError` if they are missing or damaged."""
+    scale, tile = component("upscaler.describe")(name)
+    return int(scale), int(tile)
+
+
+def upscale_bands(read_rows: Callable[[int, int], np.ndarray], height: int, width: int,
+                  upscaler: Upscaler, tile: int | None, overlap: int,
+                  on_tile: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """The upscaled image as bands of finished output rows (tiled, seamless, streaming)."""
+    bands: Iterator[np.ndarray] = component("upscaler.bands")(
+        read_rows, height, width, upscaler, tile, overlap, on_tile=on_tile)
+    return bands
+
+
+def upscale_array(upscaler: Upscaler, image: np.ndarray) -> np.ndarray:
+    """A whole RGB uint8 array upscaled, tiled and seamless."""
+    result: np.ndarray = component("upscaler.array")(upscaler, image)
+    return result
+
+
+def enlarge(upscaler: Upscaler, image: np.ndarray, size: int) -> np.ndarray:
+    """A square crop enlarged to ``size`` by the model as often as it fits, then resized."""
+    result: np.ndarray = component("upscaler.enlarge")(upscaler, image, size)
+    return result
+
+
+def torch_threads(count: int) -> AbstractContextManager[None]:
+    """Run a block with ``count`` torch intra-op threads (0: leave them as they are)."""
+    if not count:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    manager: AbstractContextManager[None] = component("runtime.torch_threads")(count)
+    return manager
+
+
+def set_torch_threads(count: int) -> None:
+    """Give torch ``count`` intra-op threads in this process (a worker's, for good)."""
+    component("runtime.set_torch_threads")(count)
+
+
+def cuda_device_count() -> int:
+    """CUDA GPUs torch can see; 0 without torch or CUDA."""
+    try:
+        return int(component("runtime.cuda_device_count")())
+    except InputError:
+        return 0

@@ -1,0 +1,20 @@
+"""`hypermosaic upscale`: Real-ESRGAN, tiled and seamless, on images larger than RAM.
+
+Entry point: `upscale_images`. `plan_jobs` pairs inputs with outputs and checks them;
+`upscale_file` streams one job.
+"""
+
+from __future__ import annotations
+
+from hypermosaic.upscale.plan import UpscaleJob, plan_jobs
+from hypermosaic.upscale.run import UpscaleResult, upscale_files, upscale_images
+from hypermosaic.upscale.stream import upscale_file
+
+__all__ = [
+    "UpscaleJob",
+    "UpscaleResult",
+    "plan_jobs",
+    "upscale_file",
+    "upscale_files",
+    "upscale_images",
+]

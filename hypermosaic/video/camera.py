@@ -1,0 +1,182 @@
+"""The camera: which view of the canvas each frame shows, and which nodes are sharp enough for it.
+
+The zoom is exponential: every frame is the previous one scaled by the same factor about one
+fixed point, so the speed looks constant (`ZoomPath`). With ``drift`` the fixed point is chosen
+so that the last view frames the target node exactly as the first view framed the canvas, which
+is what lets the video loop. Time maps to zoom progress through `ease` (a trapezoidal speed
+profile) and `progress_at`. The level and mip maths (`level_for`, `ladder_side`, `mip_for`) turn
+a view's scale into the depth, paste size and decode size of the nodes drawn for it; they are
+functions of the view alone, so a frame never depends on the frames before it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from hypermosaic.tree import Address, Plan
+from hypermosaic.video.settings import VideoSettings
+
+__all__ = [
+    "OVERSAMPLE",
+    "View",
+    "ZoomPath",
+    "canvas_rect",
+    "ease",
+    "ladder_side",
+    "level_for",
+    "mip_for",
+    "progress_at",
+    "smoothstep",
+    "zoom_path",
+]
+
+OVERSAMPLE = 2**0.5
+"""Regions are assembled at 1x to this many times the frame's resolution, then resampled."""
+
+
+class View(NamedTuple):
+    """A view of the canvas: ``(left, top, right, bottom)`` in canvas pixels (floats).
+
+    Not `hypermosaic.tiling`'s tile window, which is ``(top, bottom, left, right)`` in ints.
+    """
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+def _cover(x: float, y: float, side: float, width: int, height: int) -> View:
+    """The view of a ``side``-square at ``(x, y)`` that fills a width x height frame (centred)."""
+    if width >= height:
+        w, h = side, side * height / width
+    else:
+        w, h = side * width / height, side
+    cx, cy = x + side / 2, y + side / 2
+    return View(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+@dataclass(frozen=True)
+class ZoomPath:
+    """An exponential zoom: the view at progress ``u`` is ``start`` scaled by ``ratio**u`` about
+    ``fixed``. ``u = 0`` frames the canvas, ``u = 1`` the target; ``u - 1`` is the same view
+    mapped back up one whole descent (the canvas in miniature inside the target)."""
+
+    start: View
+    fixed: tuple[float, float]
+    ratio: float
+
+    def view(self, u: float) -> View:
+        """The view at zoom progress ``u``."""
+        # view(u) = f + s (view(0) - f),  s = ratio ** u
+        s = self.ratio**u
+        fx, fy = self.fixed
+        left, top, right, bottom = self.start
+        return View(fx + s * (left - fx), fy + s * (top - fy),
+                    fx + s * (right - fx), fy + s * (bottom - fy))
+
+
+def zoom_path(plan: Plan, target: Address, width: int, height: int, drift: bool = True) -> ZoomPath:
+    """The zoom from the whole canvas into ``target`` for a width x height frame.
+
+    With ``drift`` the fixed point is where the similarity taking the canvas view to the target
+    view leaves a point in place, so the target ends centred exactly as the canvas started;
+    without it the camera zooms straight at the target's centre, which stays where it was in
+    the frame: the end then frames the target off-centre, not as the start framed the canvas,
+    so such a zoom cannot loop (`check_inputs` refuses it with the loop on).
+    """
+    canvas = plan.canvas_size
+    start = _cover(0, 0, canvas, width, height)
+    ox, oy = plan.origin(target)
+    side = plan.span(len(target))
+    k = side / canvas
+    if drift:
+        end = _cover(ox, oy, side, width, height)
+        # f = (c1 - k c0) / (1 - k), the centres c0, c1 of the start and end views
+        c0 = ((start.left + start.right) / 2, (start.top + start.bottom) / 2)
+        c1 = ((end.left + end.right) / 2, (end.top + end.bottom) / 2)
+        fixed = ((c1[0] - k * c0[0]) / (1 - k), (c1[1] - k * c0[1]) / (1 - k))
+    else:
+        fixed = (ox + side / 2, oy + side / 2)
+    return ZoomPath(start=start, fixed=fixed, ratio=k)
+
+
+def ease(tau: float, ramp: float) -> float:
+    """Zoom progress in [0, 1] at time fraction ``tau``: constant speed, except the first and last
+    ``ramp`` of the time, which accelerate from rest and decelerate to rest (trapezoidal speed)."""
+    if ramp <= 0:
+        return tau
+    top = 1 / (1 - ramp)
+    if tau < ramp:
+        return top * tau * tau / (2 * ramp)
+    if tau > 1 - ramp:
+        return 1 - top * (1 - tau) ** 2 / (2 * ramp)
+    return top * (tau - ramp / 2)
+
+
+def progress_at(t: int, frames: int, settings: VideoSettings) -> float:
+    """Zoom progress of frame ``t``. Looping, frames sit at ``(t + 1) / frames`` so the last one
+    completes the descent (and, through the cross-fade, shows the whole canvas again) and the
+    first is one ordinary step in; otherwise the first frame is the canvas, the last the target."""
+    if settings.loop:
+        return ease((t + 1) / frames, settings.ease)
+    return ease(t / (frames - 1), settings.ease)
+
+
+def smoothstep(x: float) -> float:
+    """0 below 0, 1 above 1, ``3x^2 - 2x^3`` between: a ramp that starts and ends gently."""
+    x = min(1.0, max(0.0, x))
+    return x * x * (3 - 2 * x)
+
+
+def canvas_rect(
+    view: View, canvas: int, width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """The even-aligned pixel rectangle ``(x0, y0, x1, y1)`` of a frame showing ``view`` where the
+    canvas lies, or None if it covers no pixel."""
+    sx = width / (view.right - view.left)
+    sy = height / (view.bottom - view.top)
+
+    def even(value: float, limit: int) -> int:
+        return min(limit, max(0, 2 * round(value / 2)))
+
+    x0, x1 = even(-view.left * sx, width), even((canvas - view.left) * sx, width)
+    y0, y1 = even(-view.top * sy, height), even((canvas - view.top) * sy, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def level_for(plan: Plan, pixel: float) -> int:
+    """The shallowest depth whose node images are at least as sharp as ``pixel`` canvas pixels
+    per frame pixel; the deepest depth if none is (then no sharper node exists)."""
+    for depth in range(plan.depth + 1):
+        if plan.span(depth) / plan.size <= pixel * (1 + 1e-9):
+            return depth
+    return plan.depth
+
+
+def mip_for(size: int, side: int) -> int:
+    """The node resolution a tile of ``side`` pixels is made from: the smallest halving of
+    ``size`` still at least `OVERSAMPLE` x ``side`` (so it also serves the next, sharper region),
+    or ``size``. A function of ``side`` alone, so frames do not depend on what came before."""
+    mip = size
+    while mip % 2 == 0 and mip // 2 >= side * OVERSAMPLE:
+        mip //= 2
+    return mip
+
+
+def ladder_side(size: int, span: int, pixel: float) -> int:
+    """The side at which a region's nodes are pasted for ``pixel`` canvas pixels per frame
+    pixel: the smallest rung of ``size / 2**(j/2)`` (rounded up to even) at least as sharp as
+    the frame, or ``size``. Rungs, not the exact need, so a view always gets the same region."""
+    need = span / pixel
+    side, j = size, 1
+    while True:
+        rung = math.ceil(size / 2 ** (j / 2))
+        rung += rung % 2
+        if rung < need or rung >= side:
+            return side
+        side, j = rung, j + 1

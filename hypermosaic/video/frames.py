@@ -1,0 +1,295 @@
+"""Frames rendered from a build's node images: a pure function of the view.
+
+`FrameRenderer` draws the view of the canvas a frame shows from the shallowest depth whose
+nodes are sharp enough, never enlarging a node where a sharper one is stored. The nodes around
+the view are pasted once into a region, converted to YUV once, and the following frames are
+resampled from it; decoded nodes are kept, reduced, in a byte-capped `NodeCache` that several
+renderers may share. Memory stays flat however long the video: a few regions and the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hypermosaic.errors import InputError
+from hypermosaic.store import Store
+from hypermosaic.tree import Address, Plan
+from hypermosaic.video.camera import View, ladder_side, level_for, mip_for
+from hypermosaic.video.planes import Planes, rgb_to_planes
+
+__all__ = [
+    "BLEND",
+    "DECODE_THREADS",
+    "MARGIN",
+    "NODE_CACHE_BYTES",
+    "FrameRenderer",
+    "NodeCache",
+]
+
+MARGIN = 0.02
+"""Extra canvas around a view (fraction of its size) assembled so the next frames reuse it."""
+BLEND = 0.2
+"""Fraction of a level (in zoom) over which the next depth fades in before it takes over."""
+NODE_CACHE_BYTES = 192 << 20
+DECODE_THREADS = 2
+
+
+class NodeCache:
+    """Decoded node images at the mip levels asked for (`mip_for`), least recently used dropped
+    beyond ``limit`` bytes.
+
+    When a depth first comes into view its nodes are shown small and many at once; keeping them
+    reduced lets the following regions reuse them without decoding again, in bounded memory.
+    """
+
+    def __init__(self, store: Store, size: int, limit: int) -> None:
+        self.store, self.size, self.limit = store, size, limit
+        self._images: OrderedDict[tuple[Address, int], Image.Image] = OrderedDict()
+        self._bytes = 0
+
+    def get_many(self, addresses: list[Address], mip: int) -> list[Image.Image]:
+        """The nodes at ``mip`` pixels; those not cached are decoded on a few threads.
+
+        Raises InputError for a node image that is unreadable or not the manifest's size.
+        """
+        found: dict[Address, Image.Image] = {}
+        missing = []
+        for address in addresses:
+            image = self._images.get((address, mip))
+            if image is not None:
+                self._images.move_to_end((address, mip))
+                found[address] = image
+            else:
+                missing.append(address)
+        if missing:
+            with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+                for address, image in zip(
+                    missing, pool.map(lambda a: self._decode(a, mip), missing), strict=True
+                ):
+                    found[address] = image
+                    self._put((address, mip), image)
+        return [found[address] for address in addresses]
+
+    def _decode(self, address: Address, mip: int) -> Image.Image:
+        path = self.store.node_path(address)
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"{path}: unreadable node image: {exc}") from None
+        if image.size != (self.size, self.size):
+            raise InputError(
+                f"{path}: node image is {image.width}x{image.height}, the manifest says "
+                f"{self.size}x{self.size}"
+            )
+        return image.reduce(self.size // mip) if mip < self.size else image
+
+    def _put(self, key: tuple[Address, int], image: Image.Image) -> None:
+        self._images[key] = image
+        self._bytes += image.width * image.height * 4
+        while self._bytes > self.limit and len(self._images) > 1:
+            _, dropped = self._images.popitem(last=False)
+            self._bytes -= dropped.width * dropped.height * 4
+
+
+@dataclass
+class _Region:
+    """Nodes of one depth pasted side by side at ``side`` pixels each, as YUV planes."""
+
+    depth: int
+    side: int
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+    span: int
+    planes: tuple[Image.Image, Image.Image, Image.Image]
+
+    def covers(self, area: View) -> bool:
+        return (
+            area.left >= self.col0 * self.span
+            and area.right <= (self.col0 + self.cols) * self.span
+            and area.top >= self.row0 * self.span
+            and area.bottom <= (self.row0 + self.rows) * self.span
+        )
+
+    def sample(self, area: View, width: int, height: int) -> tuple[Image.Image, ...]:
+        """Resample the canvas ``area`` to width x height planes (bilinear, antialiased when
+        reducing)."""
+        scale = self.side / self.span
+        x0, y0 = self.col0 * self.span, self.row0 * self.span
+        luma = self.planes[0]
+        left, top, right, bottom = (
+            min(max((area.left - x0) * scale, 0.0), luma.width),
+            min(max((area.top - y0) * scale, 0.0), luma.height),
+            min(max((area.right - x0) * scale, 0.0), luma.width),
+            min(max((area.bottom - y0) * scale, 0.0), luma.height),
+        )
+        half = (left / 2, top / 2, right / 2, bottom / 2)
+        y = luma.resize((width, height), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
+        u, v = (
+            plane.resize((width // 2, height // 2), Image.Resampling.BILINEAR, box=half)
+            for plane in self.planes[1:]
+        )
+        return y, u, v
+
+
+class FrameRenderer:
+    """Renders views of a build's canvas from its node images, one frame at a time.
+
+    For a view it picks the shallowest depth whose nodes are at least as sharp as the frame
+    (`level_for`: no blurry upscale where a sharper node exists), pastes the nodes around the view,
+    each scaled once to a common side of 1x to `OVERSAMPLE` x the frame's resolution, into a region,
+    converts that to YUV once, and resamples each following frame from it until the camera needs
+    a sharper region or leaves it. Over the last ``blend`` of a level (in zoom) before the next
+    depth takes over, that depth's region (its nodes still reduced, never enlarged) is faded in,
+    so a node never pops into its children. A node the build did not expand (focus) is cut from
+    its deepest stored ancestor. Memory: at most two regions (the level shown and the one fading
+    in) and a byte-capped cache of decoded nodes, which renderers of one build can share (pass
+    one renderer's ``nodes`` to another) so that a node decoded for one serves both.
+    """
+
+    def __init__(
+        self, store: Store, plan: Plan, width: int, height: int, blend: float = BLEND,
+        cache_bytes: int = NODE_CACHE_BYTES, nodes: NodeCache | None = None,
+    ) -> None:
+        self.store, self.plan, self.width, self.height = store, plan, width, height
+        self.blend = blend
+        self.nodes = nodes if nodes is not None else NodeCache(store, plan.size, cache_bytes)
+        self._regions: dict[int, _Region] = {}
+        self.regions_built = 0
+
+    def render(self, view: View, rect: tuple[int, int, int, int] | None = None) -> Planes:
+        """The frame showing ``view``, or only its pixels in ``rect`` (even-aligned
+        ``(x0, y0, x1, y1)``, where the canvas must lie: parts outside are clamped to its edge).
+
+        Raises InputError for a node image that cannot be read.
+        """
+        x0, y0, x1, y1 = rect or (0, 0, self.width, self.height)
+        pixel = (view.right - view.left) / self.width
+        pixel_y = (view.bottom - view.top) / self.height
+        canvas = self.plan.canvas_size
+
+        def clamp(value: float) -> float:
+            return min(max(value, 0.0), float(canvas))
+
+        area = View(
+            clamp(view.left + x0 * pixel), clamp(view.top + y0 * pixel_y),
+            clamp(view.left + x1 * pixel), clamp(view.top + y1 * pixel_y),
+        )
+        depth = level_for(self.plan, pixel)
+        weight = self.deeper_weight(depth, pixel)
+        keep = {depth, depth + 1} if weight > 0 else {depth}
+        self._regions = {d: r for d, r in self._regions.items() if d in keep}
+        planes = self._region(area, pixel, depth).sample(area, x1 - x0, y1 - y0)
+        if weight > 0:
+            deeper = self._region(area, pixel, depth + 1).sample(area, x1 - x0, y1 - y0)
+            planes = tuple(
+                Image.blend(a, b, weight) for a, b in zip(planes, deeper, strict=True)
+            )
+        return Planes(*(np.asarray(plane) for plane in planes))
+
+    def deeper_weight(self, depth: int, pixel: float) -> float:
+        """How much of depth + 1 is mixed into a frame of ``depth`` at ``pixel`` canvas pixels per
+        frame pixel: 0 until the last ``blend`` of the level, rising to 1 where it takes over."""
+        if depth >= self.plan.depth or self.blend <= 0:
+            return 0.0
+        switch = self.plan.span(depth) / self.plan.size
+        # w = 1 - log(pixel / switch) / log(grid ** blend), clamped to [0, 1]
+        reach = self.blend * math.log(self.plan.grids[depth])
+        return min(1.0, max(0.0, 1 - math.log(pixel / switch) / reach))
+
+    def _region(self, area: View, pixel: float, depth: int) -> _Region:
+        """The region of ``depth`` for this frame: the current one while it covers the area at a
+        sharp enough (but not needlessly large) scale, else a new one."""
+        side = ladder_side(self.plan.size, self.plan.span(depth), pixel)
+        region = self._regions.pop(depth, None)
+        if region is None or region.side != side or not region.covers(area):
+            region = self._build_region(area, depth, side)
+            self.regions_built += 1
+        self._regions[depth] = region
+        return region
+
+    def _build_region(self, area: View, depth: int, side: int) -> _Region:
+        # 1. the nodes of this depth under the area and a margin around it
+        span = self.plan.span(depth)
+        cells = self.plan.canvas_size // span
+        mx = MARGIN * (area.right - area.left)
+        my = MARGIN * (area.bottom - area.top)
+        col0 = max(0, math.floor((area.left - mx) / span))
+        col1 = min(cells, max(col0 + 1, math.ceil((area.right + mx) / span)))
+        row0 = max(0, math.floor((area.top - my) / span))
+        row1 = min(cells, max(row0 + 1, math.ceil((area.bottom + my) / span)))
+        rows, cols = row1 - row0, col1 - col0
+        # 2. paste each, scaled to side x side
+        mosaic = Image.new("RGB", (cols * side, rows * side))
+        spots = [(row, col) for row in range(row0, row1) for col in range(col0, col1)]
+        addresses = [_address_at(self.plan, depth, row, col) for row, col in spots]
+        stored = [address for address in addresses if self.store.has(address)]
+        mip = mip_for(self.plan.size, side)
+        images = dict(zip(stored, self.nodes.get_many(stored, mip), strict=True))
+        for (row, col), address in zip(spots, addresses, strict=True):
+            image = images.get(address)
+            tile = self._cut(address, side) if image is None else _fit(image, side)
+            mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
+        mosaic = _even(mosaic)
+        # 3. to YUV once; frames resample the planes
+        planes = rgb_to_planes(mosaic)
+        del mosaic
+        y, u, v = (Image.fromarray(np.ascontiguousarray(p)) for p in planes)
+        return _Region(
+            depth=depth, side=side, row0=row0, col0=col0, rows=rows, cols=cols, span=span,
+            planes=(y, u, v),
+        )
+
+    def _cut(self, address: Address, side: int) -> Image.Image:
+        """A node the build did not store, cut from its deepest stored ancestor."""
+        ancestor = self.store.deepest_available(address)
+        ax, ay = self.plan.origin(ancestor)
+        nx, ny = self.plan.origin(address)
+        share = self.plan.span(len(address)) / self.plan.span(len(ancestor))
+        mip = mip_for(self.plan.size, math.ceil(side / share))
+        image = self.nodes.get_many([ancestor], mip)[0]
+        scale = image.width / self.plan.span(len(ancestor))
+        reach = self.plan.span(len(address)) * scale
+        left, top = (nx - ax) * scale, (ny - ay) * scale
+        return image.resize(
+            (side, side), Image.Resampling.BILINEAR, box=(left, top, left + reach, top + reach)
+        )
+
+
+def _address_at(plan: Plan, depth: int, row: int, col: int) -> Address:
+    """The address of the depth-``depth`` node in global grid cell ``(row, col)``."""
+    steps = []
+    for level in range(depth):
+        below = math.prod(plan.grids[level + 1 : depth])
+        grid = plan.grids[level]
+        steps.append(((row // below) % grid, (col // below) % grid))
+    return tuple(steps)
+
+
+def _even(image: Image.Image) -> Image.Image:
+    """The image with its last column / row repeated where a side is odd (4:2:0 needs even)."""
+    width, height = image.width + image.width % 2, image.height + image.height % 2
+    if (width, height) == image.size:
+        return image
+    even = Image.new(image.mode, (width, height))
+    even.paste(image, (0, 0))
+    if width > image.width:
+        even.paste(image.crop((image.width - 1, 0, image.width, image.height)), (image.width, 0))
+    if height > image.height:
+        even.paste(even.crop((0, image.height - 1, width, image.height)), (0, image.height))
+    return even
+
+
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    """A square node image at ``side`` pixels (box-reduced first when much larger)."""
+    if image.width == side:
+        return image
+    return image.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)

@@ -1,0 +1,322 @@
+"""Mixture-of-diffusers canvases: one latent denoising loop over the whole canvas.
+
+At every step the UNet sees overlapping latent windows: one per grid tile or text region (its
+box), and for each brush (and the background) the windows of a sliding grid of the model's
+native size where its mask has weight (`hypermosaic.pipelines.canvas.windows`). Their noise
+predictions are blended by weight maps (`hypermosaic.pipelines.canvas.masks`) into one
+prediction for the canvas::
+
+    eps = sum_j w_j * eps_j / sum_j w_j
+    eps_j = eps_u + g_j * (sum_k a_k * eps_k - eps_u)       (classifier-free guidance, g_j > 1)
+
+where ``a_k`` are the normalised weights of a prompt ensemble (one prompt: ``a = 1``). One
+scheduler step then moves the whole canvas, so tiles never drift apart and no seam forms
+(Mixture of Diffusers, arXiv 2302.02412; MultiDiffusion; StreamMultiDiffusion, 2403.09055).
+
+Speed: the windows of a step that share a shape go through the UNet together, up to
+``batch_size`` windows per call, each window with its unconditional and conditional rows
+(classifier-free guidance batched too); prompt embeddings are computed once per canvas. A call
+that runs out of device memory is retried with half as many windows, and the smaller size
+kept for the rest of the canvas (`CallSize`). ``batch_size = 1`` is the original
+one-window-per-call loop and gives the same image.
+
+LCM-distilled UNets (``unet.config.time_cond_proj_dim`` set) take the guidance scale as an
+input instead: each window's UNet rows get ``timestep_cond``, the embedding of its guidance
+``g_j - 1`` (`guidance_embedding`, as diffusers' ``LatentConsistencyModelPipeline``), and no
+unconditional row (classifier-free guidance off, negative prompts unused).
+
+Image regions hold their reference's latents, noised to each step's level, until their
+img2img strength lets them go (strength 0: to the end, so the region is the reference
+through the VAE). Brushes, for their first ``bootstrap_steps``, see their own area only, over
+a plain white background noised to the step's level (StreamMultiDiffusion's bootstrapping),
+so that their prompts stay apart. The initial noise and every random draw come from CPU
+generators seeded by the plan: the same plan gives the same pixels on any device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hypermosaic.canvas.plan import CELL, CanvasPlan, check_window_stride
+from hypermosaic.errors import InputError
+from hypermosaic.pipelines.canvas.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
+from hypermosaic.pipelines.canvas.windows import (
+    TextRows,
+    Window,
+    blend,
+    brush_windows,
+    guidance_embedding,
+    guided,
+    latent_slice,
+    prompt_windows,
+    window_input,
+)
+from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
+from hypermosaic.tiling import Box
+
+__all__ = [
+    "CallSize",
+    "StepCallback",
+    "check_pipeline",
+    "cpu_vae",
+    "encode_texts",
+    "initial_noise",
+    "render_canvas",
+]
+
+StepCallback = Callable[[int, int], None]
+WHITE = 255
+
+
+@dataclass
+class CallSize:
+    """Windows per UNet call: the plan's ``batch_size``, halved (down to one) each time a call
+    runs out of device memory, and kept halved for the later steps."""
+
+    windows: int
+
+    def shrink(self, exc: RuntimeError, tried: int) -> None:
+        """After a call of ``tried`` windows raised ``exc``: on out-of-memory, half as many as
+        were tried; re-raise anything else, or when a single window did not fit."""
+        if not is_out_of_memory(exc) or tried == 1:
+            raise exc
+        self.windows = min(self.windows, tried) // 2
+
+
+def check_pipeline(pipe: Any) -> None:
+    """Reject a pipeline the canvas cannot drive; `InputError` naming the model."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise InputError(
+            "model: SDXL-type pipelines (two text encoders) are not supported by canvas; "
+            "use a Stable Diffusion 1.x/2.x model"
+        )
+    for part in ("unet", "vae", "encode_prompt"):
+        if getattr(pipe, part, None) is None:
+            raise InputError(
+                f"model: {type(pipe).__name__} has no {part}; not a Stable Diffusion pipeline"
+            )
+    f = vae_scale_factor(pipe.vae)
+    if CELL % f:
+        raise InputError(f"model: its VAE scale factor {f} does not divide {CELL}")
+
+
+def encode_texts(pipe: Any, texts: list[str], device: torch.device) -> torch.Tensor:
+    """Embeddings ``(len(texts), L, D)`` of each text, one encoder call per text as diffusers."""
+    with torch.no_grad():
+        return torch.cat([pipe.encode_prompt(text, device, 1, False)[0] for text in texts])
+
+
+def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The canvas's initial noise ``(1, C, H/f, W/f)`` (CPU float32) and the generator it came
+    from, positioned for the scheduler's own draws (as diffusers' pipelines leave it).
+
+    The plan's noise edits apply in order: each draws ``randn`` over its ``draw`` box from its
+    seed and writes (``reset``) or adds ``eps`` times (``epsilon``) the part inside ``write``.
+    """
+    generator = torch.Generator("cpu").manual_seed(plan.seed)
+    noise = torch.randn((1, channels, plan.height // f, plan.width // f), generator=generator)
+    for edit in plan.noise_edits:
+        top, bottom, left, right = (edge // f for edge in edit.draw)
+        fresh = torch.randn(
+            (1, channels, bottom - top, right - left),
+            generator=torch.Generator("cpu").manual_seed(edit.seed),
+        )
+        w_top, w_bottom, w_left, w_right = (edge // f for edge in edit.write)
+        part = fresh[:, :, w_top - top : w_bottom - top, w_left - left : w_right - left]
+        if edit.mode == "reset":
+            noise[:, :, w_top:w_bottom, w_left:w_right] = part
+        else:
+            noise[:, :, w_top:w_bottom, w_left:w_right] += edit.eps * part
+    return noise, generator
+
+
+def _predict(
+    unet: Any,
+    windows: list[Window],
+    scaled: torch.Tensor,
+    table: torch.Tensor,
+    t: torch.Tensor,
+    call: CallSize,
+    backgrounds: dict[Box, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Every window's guided prediction, float32, in order; equal shapes share UNet calls of
+    up to ``call.windows`` windows (halved on out-of-memory, see `CallSize`).
+
+    ``scaled`` is the canvas's model input, each window seeing `window_input`. A UNet with
+    ``time_cond_proj_dim`` gets each row's window guidance embedded as ``timestep_cond``.
+    """
+    embed_dim = getattr(unet.config, "time_cond_proj_dim", None)
+    predictions: list[torch.Tensor] = [torch.empty(0)] * len(windows)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, window in enumerate(windows):
+        groups.setdefault(window.shape, []).append(index)
+    for members in groups.values():
+        start = 0
+        while start < len(members):
+            chunk = members[start : start + call.windows]
+            inputs = [
+                window_input(windows[i], scaled, backgrounds).expand(len(windows[i].rows), -1,
+                                                                     -1, -1)
+                for i in chunk
+            ]
+            rows = torch.tensor([row for i in chunk for row in windows[i].rows])
+            x = torch.cat(inputs).to(unet.dtype)
+            extra: dict[str, torch.Tensor] = {}
+            if embed_dim is not None:
+                w = torch.tensor([windows[i].guidance - 1 for i in chunk for _ in windows[i].rows])
+                extra["timestep_cond"] = guidance_embedding(w, embed_dim).to(x.device, x.dtype)
+            try:
+                out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                call.shrink(exc, len(chunk))
+                out = None
+            if out is None:  # out of memory: the failed call's tensors are gone by now
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += len(chunk)
+            offset = 0
+            for i in chunk:
+                n = len(windows[i].rows)
+                predictions[i] = guided(windows[i], out[offset : offset + n])
+                offset += n
+    return predictions
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
+_CPU_VAES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def cpu_vae(vae: Any) -> Any:
+    """``vae`` as a float32 model on the CPU (the ``cpu_vae`` option): itself if it is one,
+    else a copy made once per VAE and kept while that VAE lives, so canvases rendered one after
+    another on a worker share it. The copy is built on the CPU (no second GPU copy)."""
+    if vae.device.type == "cpu" and vae.dtype == torch.float32:
+        return vae
+    twin = _CPU_VAES.get(vae)
+    if twin is None:
+        twin = type(vae).from_config(vae.config)
+        state = vae.state_dict()
+        twin.load_state_dict({key: value.detach().to("cpu", torch.float32)
+                              for key, value in state.items()})
+        twin = _CPU_VAES[vae] = twin.to("cpu", torch.float32).eval().requires_grad_(False)
+    return twin
+
+
+@torch.no_grad()
+def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = None) -> np.ndarray:
+    """Generate the canvas of ``plan`` with ``pipe``; returns ``(H, W, 3)`` uint8 RGB.
+
+    ``pipe`` is a Stable Diffusion pipeline (`hypermosaic.pipelines.models.load_pipeline`);
+    its scheduler is not touched (a fresh one of ``plan.scheduler`` is made from its config).
+    ``callback(step, steps)`` runs after each denoising step. Raises `InputError` for a model
+    the canvas cannot use.
+    """
+    check_pipeline(pipe)
+    unet, device = pipe.unet, pipe.unet.device
+    f = vae_scale_factor(pipe.vae)
+    vae = cpu_vae(pipe.vae) if plan.cpu_vae else pipe.vae
+    vae_tile = plan.vae_tile // f
+
+    # 1. Scheduler and timesteps (PNDM has more timesteps than steps: count timesteps).
+    scheduler = make_scheduler(plan.scheduler, pipe.scheduler)
+    scheduler.set_timesteps(plan.steps, device=device)
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+
+    # 2. Windows, and the embeddings of every distinct text, computed once.
+    rows = TextRows()
+    native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
+    check_window_stride(plan.window_stride, native, plan.window_size)
+    size = native // f
+    stride = size // 2 if plan.window_stride is None else plan.window_stride // f
+    cfg = getattr(unet.config, "time_cond_proj_dim", None) is None
+    windows = prompt_windows(plan, f, rows, cfg=cfg) + brush_windows(
+        plan, f, size, max(1, stride), rows, cfg=cfg
+    )
+    for window in windows:
+        window.weight = window.weight.to(device)
+        window.keep = None if window.keep is None else window.keep.to(device)
+    table = encode_texts(pipe, list(rows.texts), device)
+
+    # 3. Initial noise and latents.
+    noise, generator = initial_noise(plan, unet.config.in_channels, f)
+    noise = noise.to(device)
+    latents = noise * scheduler.init_noise_sigma
+
+    # 4. Latents of the image regions and of the bootstrap background.
+    images = [
+        (
+            tuple(edge // f for edge in image.box),
+            encode_tiled(vae, image.pixels, vae_tile, vae_tile // 4).to(device),
+            _hold_until(image.strength, plan.steps, total, scheduler.order),
+        )
+        for image in plan.images
+    ]
+    isolated = [w for w in windows if w.keep is not None]
+    white = None
+    if isolated and plan.bootstrap_steps:
+        h, w = isolated[0].shape
+        white = encode_tiled(
+            vae, np.full((h * f, w * f, 3), WHITE, np.uint8), vae_tile, vae_tile // 4
+        ).to(device)
+    step_kwargs = _step_kwargs(scheduler, generator)
+    call = CallSize(plan.batch_size)
+
+    # 5. Denoise the whole canvas.
+    for i, t in enumerate(timesteps):
+        level = t.reshape(1)
+        for box, reference, start in images:
+            if i <= start:
+                latents[latent_slice(box)] = scheduler.add_noise(
+                    reference, noise[latent_slice(box)], level
+                )
+        scaled = scheduler.scale_model_input(latents, t)
+        backgrounds = None
+        if white is not None and i < plan.bootstrap_steps:
+            backgrounds = {
+                w.box: scheduler.scale_model_input(
+                    scheduler.add_noise(white, noise[latent_slice(w.box)], level), t
+                )
+                for w in isolated
+            }
+        predictions = _predict(unet, windows, scaled, table, t, call, backgrounds)
+        eps = blend(latents.shape, windows, predictions)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i + 1, total)
+    for box, reference, start in images:
+        if start >= total:
+            latents[latent_slice(box)] = reference
+
+    # 6. Decode, tiled.
+    return decode_tiled(vae, latents, vae_tile, vae_tile // 4)
+
+
+def _hold_until(strength: float, steps: int, total: int, order: int) -> int:
+    """The last timestep index at which an image region is set to its noised reference.
+
+    As diffusers' img2img, ``int(steps * strength)`` steps denoise it, starting at timestep
+    index ``(steps - that) * order``; with none (strength 0) it is held through all ``total``
+    timesteps and restored at the end.
+    """
+    free = min(int(steps * strength), steps)
+    return total if free == 0 else (steps - free) * order
+
+
