@@ -91,7 +91,7 @@ def make_config(out: Path, grid: int, depth: int, size: int):
 def variant(name: str, out: Path, grid: int, depth: int, size: int) -> dict:
     """Run one assembly variant in this process; returns its figures."""
     from hypermosaic.executor import open_client
-    from hypermosaic.publish.assemble import write_deepzoom
+    from hypermosaic.publish.run import write_deepzoom
     from hypermosaic.store import Store
 
     config = make_config(out, grid, depth, size)

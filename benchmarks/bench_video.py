@@ -12,13 +12,20 @@ Prints frames per second of each, the ratio (what rendering costs on top of enco
 seconds per frame (which, unlike wall time, does not depend on what else the machine runs), and
 peak RSS. Target: at least 24 frames per second of render + encode.
 
+With ``--gif`` it measures the GIF preview instead (``hypermosaic video BUILD --gif --seconds
+6``): the same frames encoded by `GifEncoder` (a palette per scene, frame differencing) and as
+before it (every frame whole, quantised to its own palette, through PyAV), with the size, the
+mean difference from the rendered frames and the encoding time of each.
+
     python -m benchmarks.bench_video                    # builds into a temporary folder (~2 min)
     python -m benchmarks.bench_video --build /tmp/b3    # reuse (or create) a build there
+    python -m benchmarks.bench_video --gif --build out/demo   # an existing build, as it is
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -30,14 +37,16 @@ from pathlib import Path
 
 import dask
 import numpy as np
+from PIL import Image, ImageSequence
 
 from hypermosaic.build import build_config_from_dict, build_mosaic
 from hypermosaic.video import VideoSettings, render_video
 from hypermosaic.video.camera import zoom_path
-from hypermosaic.video.encode import VideoWriter
-from hypermosaic.video.planes import Planes
+from hypermosaic.video.encode import GifEncoder, VideoWriter
+from hypermosaic.video.planes import Planes, planes_to_rgb
 from hypermosaic.video.run import choose_path, open_build, zoom_frames
 from hypermosaic.video.settings import CODECS, frame_count
+from tests.helpers import per_frame_palette_gif
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -110,6 +119,38 @@ def measure_baseline(args: argparse.Namespace) -> dict[str, float]:
     return {"frames": frames, "wall": wall, "cpu": cpu_seconds() - cpu, "rss": peak_rss_mb()}
 
 
+def measure_gif(build: Path) -> None:
+    """Size, accuracy and encoding time of the 6 s 480x270 GIF preview, both ways."""
+    settings = VideoSettings(width=480, height=270, fps=15.0, seconds=6.0, codec="gif")
+    store, plan = open_build(build)
+    target = choose_path(store, plan, None)
+    path = zoom_path(plan, target, settings.width, settings.height)
+    count = frame_count(settings, len(target))
+    fade = min(count // 2, round(settings.fade * settings.fps))
+    frames = [planes_to_rgb(p) for p in zoom_frames(store, plan, path, settings, count, fade)]
+
+    def scene_gif() -> bytes:
+        out = io.BytesIO()
+        gif = GifEncoder(out, settings.width, settings.height, settings.fps)
+        for rgb in frames:
+            gif.write(rgb)
+        gif.close()
+        return out.getvalue()
+
+    print(f"{count} frames of {settings.width}x{settings.height} at {settings.fps:g} fps")
+    for name, encode in (("a palette per frame (before)", lambda: per_frame_palette_gif(
+            frames, settings.fps)), ("GifEncoder (scenes, differencing)", scene_gif)):
+        started = time.perf_counter()
+        data = encode()
+        seconds = time.perf_counter() - started
+        with Image.open(io.BytesIO(data)) as image:
+            error = np.mean([np.abs(np.asarray(f.convert("RGB"), np.int16) - rgb).mean()
+                             for f, rgb in zip(ImageSequence.Iterator(image), frames,
+                                               strict=True)])
+        print(f"{name:34s}: {len(data):>10,} bytes, mean difference {error:.2f} levels, "
+              f"encoded in {seconds:.1f} s")
+
+
 def child_environment() -> dict[str, str]:
     """This process's environment less what starting the build's Dask cluster put in it.
 
@@ -145,9 +186,17 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--seconds-per-level", type=float, default=4.0)
     parser.add_argument("--preset", help="x264 preset (default: the library's)")
+    parser.add_argument("--gif", action="store_true",
+                        help="measure the GIF preview's size instead (needs --build)")
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["route", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.gif:
+        if args.build is None:
+            parser.error("--gif needs --build (an existing build)")
+        measure_gif(args.build)
+        return
 
     if args.measure is not None:
         measure = measure_route if args.measure == "route" else measure_baseline

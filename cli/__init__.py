@@ -1,12 +1,13 @@
 """The `hypermosaic` command: one click group, thin subcommands.
 
 Each subcommand parses its options, calls the library and reports. Library errors
-(`hypermosaic.errors`) become one line on stderr and their exit status.
+(`hypermosaic.errors`) and bad options become one line on stderr and their exit status.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -23,14 +24,36 @@ __all__ = ["main", "cli"]
 
 
 class _Group(click.Group):
-    """Turn library errors into a one-line message and the error's exit status."""
+    """Turn library errors and bad options into a one-line message and the exit status."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:  # a bad option or argument: status 2
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted: nothing was written", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HypermosaicError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"{exc.prefix}{exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # a command with nothing to keep
+            click.echo("interrupted: nothing was written", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_Group)

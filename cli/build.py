@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
-from hypermosaic.build import BuildResult, build_mosaic
 from hypermosaic.cli.progress import console, progress_bars
 from hypermosaic.errors import BuildError
 from hypermosaic.tree import address_key
+
+if TYPE_CHECKING:
+    from hypermosaic.build import BuildResult
 
 __all__ = ["build_command"]
 
@@ -20,28 +22,34 @@ __all__ = ["build_command"]
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--depth", type=click.IntRange(min=0), help="Levels below the primary image.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--seed", type=click.IntRange(min=0), help="Root seed.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Root seed.")
 @click.option("--engine", type=click.Choice(["recolor", "diffusion"]), help="Tile engine.")
+@click.option("--model", help="Stable Diffusion model (directory, .safetensors or cached id); "
+              "sets diffusion.model.")
+@click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps",
+              help="Device of the diffusion engine and ESRGAN inits; sets diffusion.device.")
+@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]),
+              help="Compute dtype of the diffusion engine; sets diffusion.dtype.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes.")
 @click.option("--scheduler-address", metavar="tcp://HOST:PORT",
               help="Run on an existing Dask cluster instead of a local one.")
 @click.option("--force", is_flag=True, help="Rebuild if the output was made with other settings.")
+@click.option("--yes", is_flag=True,
+              help="Run even when the estimate exceeds this machine's disk or memory.")
 @click.option("--no-publish", is_flag=True, help="Skip DeepZoom, preview and BigTIFF.")
 def build_command(config: Path, depth: int | None, out: Path | None, seed: int | None,
-                  engine: str | None, workers: int | None, scheduler_address: str | None,
-                  force: bool, no_publish: bool) -> None:
+                  engine: str | None, model: str | None, device: str | None,
+                  dtype: str | None, workers: int | None, scheduler_address: str | None,
+                  force: bool, yes: bool, no_publish: bool) -> None:
     """Build the hypermosaic described by CONFIG (TOML) and publish it as DeepZoom."""
+    from hypermosaic.build import build_mosaic  # imported when building: --help stays quick
+
     out_console = console()
-    try:
-        with progress_bars(out_console) as on_progress:
-            result = build_mosaic(config, depth=depth, out=out, seed=seed, engine=engine,
-                                  force=force, workers=workers,
-                                  scheduler_address=scheduler_address, publish=not no_publish,
-                                  progress=on_progress)
-    except KeyboardInterrupt:
-        out_console.print("interrupted: finished nodes are kept; run the same command again "
-                          "to resume")
-        sys.exit(130)
+    with progress_bars(out_console) as on_progress:
+        result = build_mosaic(config, depth=depth, out=out, seed=seed, engine=engine,
+                              model=model, device=device, dtype=dtype, force=force, yes=yes,
+                              workers=workers, scheduler_address=scheduler_address,
+                              publish=not no_publish, progress=on_progress)
     _summary(out_console, result)
     if not result.ok:
         raise BuildError(_failure(result))

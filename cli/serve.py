@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from hypermosaic.publish import serve_build
-
 __all__ = ["serve_command"]
 
 
@@ -20,6 +18,8 @@ __all__ = ["serve_command"]
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve_command(out_dir: Path, port: int, host: str, verbose: bool) -> None:
     """Serve OUT_DIR (a build's output) read-only and print the viewer's URL."""
+    from hypermosaic.publish import serve_build  # imported when serving: --help stays quick
+
     serve_build(out_dir, host=host, port=port, verbose=verbose,
                 on_ready=lambda url: click.echo(f"Serving {out_dir} at {url} (Ctrl-C to stop)"))
     click.echo("stopped", err=True)

@@ -8,7 +8,6 @@ import click
 
 from hypermosaic.cli.progress import console, progress_bars
 from hypermosaic.tree import address_key
-from hypermosaic.video import render_video
 
 __all__ = ["video_command"]
 
@@ -53,19 +52,24 @@ def _parse_size(
 @click.option("--no-drift", is_flag=True,
               help="Zoom straight at the target instead of drifting it to the centre "
                    "(needs --no-loop: only the drifting zoom can loop).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Threads decoding node images (the video is the same for any number). "
+                   "[default: 2]")
 def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | None,
                   fps: float | None, seconds: float | None, seconds_per_level: float | None,
                   codec: str | None, crf: int | None, preset: str | None, gif: bool,
                   path: str | None, ease: float, fade: float, no_loop: bool,
-                  no_drift: bool) -> None:
+                  no_drift: bool, workers: int | None) -> None:
     """Render a looping zoom from the whole hypermosaic in OUT_DIR down to its deepest node."""
+    from hypermosaic.video import render_video  # imported when rendering: --help stays quick
+
     out_console = console()
     with progress_bars(out_console) as on_progress:
         result = render_video(
             out_dir, out_file, size=size, fps=fps, seconds=seconds,
             seconds_per_level=seconds_per_level, codec=codec, crf=crf, preset=preset, gif=gif,
             path=path, ease=ease, fade=fade, loop=not no_loop, drift=not no_drift,
-            progress=on_progress,
+            workers=workers, progress=on_progress,
         )
     out_console.print(
         f"wrote {result.path}: {result.frames} frames of {result.width}x{result.height} at "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,11 +31,21 @@ from distributed import (
     WorkerPlugin,
     get_worker,
 )
+from distributed.comm import parse_address
+from distributed.comm.addressing import parse_host_port
 
 from hypermosaic import registry
 from hypermosaic.errors import InputError
 
-__all__ = ["ModelCache", "WorkerState", "cpu_count", "open_client", "worker_state"]
+__all__ = [
+    "ModelCache",
+    "WorkerState",
+    "check_scheduler_address",
+    "cpu_count",
+    "open_client",
+    "release_states",
+    "worker_state",
+]
 
 _SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -80,28 +91,59 @@ class ModelCache:
 class WorkerState(WorkerPlugin):
     """One job's state on every worker: a `ModelCache`, shared ``data`` and torch threads.
 
-    ``name`` is derived from the job, so registering the same state twice is harmless;
-    ``torch_threads`` (0: leave them) is set once per worker, before any model loads.
+    Callers derive ``name`` from the job (registering the same job's state twice is
+    harmless; two jobs on one cluster keep apart) and unregister it when the job ends, which
+    frees its models. ``torch_threads`` (0: leave them) is set once per worker, before any
+    model loads; ``preload(state)`` loads what every task needs when the state is registered,
+    so a model that cannot load fails the registration, once, instead of every task.
     """
 
     def __init__(self, name: str, *, torch_threads: int = 0,
-                 data: dict[str, Any] | None = None) -> None:
+                 data: dict[str, Any] | None = None,
+                 preload: Callable[[WorkerState], object] | None = None) -> None:
         self.name = name
         self.torch_threads = torch_threads
         self.data = data or {}
+        self.preload = preload
         self.models = ModelCache()
 
     def setup(self, worker: Any) -> None:
         if self.torch_threads:
             registry.set_torch_threads(self.torch_threads)
+        if self.preload is not None:
+            self.preload(self)
 
     def teardown(self, worker: Any) -> None:
         self.models.clear()
 
 
+def release_states(client: Client, *names: str) -> None:
+    """Unregister the worker states ``names`` (their teardown frees the models); a state the
+    workers no longer have (a cluster being closed) is skipped."""
+    for name in names:
+        try:
+            client.unregister_worker_plugin(name)
+        except ValueError:  # "The worker plugin ... does not exist"
+            continue
+
+
 def worker_state(name: str) -> WorkerState:
     """The `WorkerState` registered as ``name`` on the worker running this task."""
     return cast(WorkerState, get_worker().plugins[name])
+
+
+def check_scheduler_address(address: str | None) -> None:
+    """`InputError` naming ``--scheduler-address`` for an address no scheduler can have
+    (``notaurl``: no port); checked before any work, the connection itself when it opens."""
+    if not address:
+        return
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise InputError(f"--scheduler-address {address}: not a scheduler address ({exc}); "
+                         "give tcp://HOST:PORT") from None
 
 
 @contextmanager
@@ -117,6 +159,7 @@ def open_client(
     be reached.
     """
     if scheduler_address:
+        check_scheduler_address(scheduler_address)
         try:
             client = Client(scheduler_address, timeout="10s")
         except (OSError, TimeoutError, ValueError) as exc:
@@ -129,12 +172,30 @@ def open_client(
             client.close()
         return
     gpus = registry.cuda_device_count() if gpu else 0
-    cluster = _gpu_cluster(workers, gpus) if gpus else _cpu_cluster(workers, gpu)
+    with _sigint_ignored():  # inherited: Ctrl-C reaches this process only, not the workers
+        cluster = _gpu_cluster(workers, gpus) if gpus else _cpu_cluster(workers, gpu)
     try:
         with Client(cluster) as client:
             yield client
     finally:
         cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes start. A terminal sends Ctrl-C to the whole
+    process group; processes started while it is ignored keep ignoring it (Python installs
+    its KeyboardInterrupt handler only where SIGINT is at its default), so the client alone
+    is interrupted and tidies up, and no worker prints a traceback. Only in the main thread,
+    the one place signals can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _cpu_cluster(workers: int | None, torch_work: bool) -> LocalCluster:

@@ -13,9 +13,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distributed import Client, get_worker
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["EventChannel", "Progress", "ProgressCallback", "emitter", "report"]
 
@@ -76,5 +77,7 @@ def emitter(topic: str) -> Callable[[Any], None]:
     """A function sending payloads from the running Dask task to the `EventChannel` of
     ``topic``. The worker is looked up now, in the task's thread, so the function may be
     called from any thread the task's work runs in (libvips calls back from its own)."""
+    from distributed import get_worker  # on a worker: distributed is loaded already
+
     worker = get_worker()
     return lambda payload: worker.log_event(topic, payload)

@@ -111,10 +111,12 @@ def load_upscaler(name: str, *, device: str = "auto", dtype: str = "auto",
     return upscaler
 
 
-def describe_upscaler(name: str) -> tuple[int, int]:
-    """``(scale, default tile side)`` of an ESRGAN model, its weights checked without running
-    it; `InputError` if they are missing or damaged."""
-    scale, tile = component("upscaler.describe")(name)
+def describe_upscaler(name: str, *, device: str = "auto",
+                      on_weights: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """``(scale, default tile side on device)`` of an ESRGAN model, its weights checked
+    without running it; `InputError` if they are missing or damaged. With ``on_weights``,
+    registry weights not converted yet are converted now, reported as ``(done, total)``."""
+    scale, tile = component("upscaler.describe")(name, device=device, on_weights=on_weights)
     return int(scale), int(tile)
 
 
@@ -158,5 +160,5 @@ def cuda_device_count() -> int:
     """CUDA GPUs torch can see; 0 without torch or CUDA."""
     try:
         return int(component("runtime.cuda_device_count")())
-    except InputError:
+    except (InputError, ImportError, OSError):  # no torch, or a broken install: the CPU
         return 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from hypermosaic.errors import InputError
 
@@ -22,9 +22,39 @@ __all__ = ["Strict", "read_config_file", "set_dotted", "validation_message"]
 
 
 class Strict(BaseModel):
-    """A frozen config model that refuses unknown keys."""
+    """A frozen config model that refuses unknown keys, infinities and NaN (``nan`` and
+    ``inf`` are valid TOML), and booleans where a number is asked for (``grid = true`` is
+    not grid 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _is_numeric(field.annotation) and _holds_bool(value):
+            raise ValueError("a boolean (true or false), not a number")
+        return value
+
+
+def _types(annotation: Any) -> set[Any]:
+    """Every type an annotation names, through unions, Annotated and containers."""
+    found = {get_origin(annotation) or annotation}
+    for argument in get_args(annotation):
+        found |= _types(argument)
+    return found
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """Whether a field takes numbers but not booleans."""
+    types = _types(annotation)
+    return bool(types & {int, float}) and not types & {bool, Any}
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list | tuple) and any(_holds_bool(item) for item in value)
 
 
 def read_config_file(path: Path, json_kind: str | None = None) -> dict[str, Any]:
@@ -92,7 +122,9 @@ def validation_message(
     else:
         key = ".".join(parts)
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "finite_number":
+        message = "not a number" if first["input"] != first["input"] else "not a finite number"
+    elif first["type"] == "extra_forbidden":
         message = f"unknown key (check the spelling; see {docs})"
     elif first["type"] == "missing":
         message = "missing (required)"

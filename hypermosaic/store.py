@@ -16,6 +16,8 @@ write it interrupted is swept when the build resumes.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -28,11 +30,15 @@ from hypermosaic.errors import InputError
 from hypermosaic.tree import Address, Plan, address_key
 
 __all__ = [
+    "LOCK_NAME",
     "MANIFEST_NAME",
     "PUBLISHED_NAMES",
     "Store",
     "atomic_path",
     "atomic_write",
+    "check_writable",
+    "disk_full",
+    "folder_lock",
     "temporary_path",
 ]
 
@@ -49,6 +55,59 @@ PUBLISHED_NAMES = (
     "preview.png",
     "mosaic.tif",
 )
+
+
+LOCK_NAME = ".hypermosaic.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path, option: str = "--out") -> Iterator[Path]:
+    """Hold the exclusive lock of an output folder (made if missing) while the block runs.
+
+    One run writes a folder at a time: a second one gets `InputError` naming the folder and
+    the process holding it. The lock is the operating system's (``flock``), so a crashed or
+    killed run releases it with its last file descriptor. Also refuses, with one line, a
+    folder that cannot be made or written, before any work.
+    """
+    check_writable(folder, option)
+    with open(folder / LOCK_NAME, "a+") as handle:  # closing it releases the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise InputError(f"{folder}: in use by another hypermosaic run (pid {holder}); "
+                             f"wait for it to finish or choose another {option}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield folder
+
+
+def check_writable(folder: Path, option: str = "--out") -> None:
+    """`InputError` naming ``option`` unless ``folder`` exists (or can be made) and takes a
+    new file: checked before any work, so no computation ends in a failed write."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_path(folder / ".write-probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise InputError(f"{option} {folder}: an existing file, not a folder") from None
+    except OSError as exc:
+        raise InputError(f"{option} {folder}: cannot write here ({exc.strerror or exc})") from None
+
+
+def disk_full(exc: OSError, folder: Path, needed: int | None = None) -> InputError | None:
+    """The one-line `InputError` for a write that failed for lack of space (None for any
+    other error): names the folder and, when known, the space needed."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    want = f"; about {needed / 2**30:,.1f} GiB more is needed" if needed else ""
+    return InputError(f"{folder}: the disk is full ({free / 2**20:,.0f} MiB free{want}); "
+                      "free some space and run the same command again to resume")
 
 
 def temporary_path(path: Path) -> Path:
@@ -151,9 +210,11 @@ class Store:
         if not changed:
             return
         if not force:
+            what = ("the primary image or the global settings" if changed[0] == "0"
+                    else f"the level-{changed[0]} settings")
             raise InputError(
-                f"{self.root}: was built with different settings (depth {changed[0]} changes); "
-                "use --force to rebuild, or choose another --out"
+                f"{self.root}: was built with different settings ({what} changed); use "
+                "--force to rebuild, or choose another --out"
             )
         self.clear()
 
@@ -167,18 +228,25 @@ class Store:
             path.unlink(missing_ok=True)
         return len(stale)
 
+    def clear_published(self) -> None:
+        """Remove the published outputs (pyramid, viewer, preview, BigTIFF): a build about to
+        change its nodes must not leave a stale mosaic on show."""
+        partial = self.root.glob(".mosaic.tif.*.tmp")  # a BigTIFF a killed publish left
+        for path in (*(self.root / name for name in PUBLISHED_NAMES), *partial):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Remove the nodes, the manifest and the published outputs of a previous build.
 
         For --force: a rebuild must not serve a stale pyramid or preview, even with
         --no-publish. Only what a build writes is removed; other files in the folder stay.
         """
-        partial = self.root.glob(".mosaic.tif.*.tmp")  # a BigTIFF a killed publish left
-        for path in (self.nodes_dir, *(self.root / name for name in PUBLISHED_NAMES), *partial):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        self.clear_published()
+        if self.nodes_dir.is_dir():
+            shutil.rmtree(self.nodes_dir)
         self.manifest_path.unlink(missing_ok=True)
 
     def plan(self) -> Plan:

@@ -13,7 +13,7 @@ import math
 
 from hypermosaic.errors import InputError
 
-__all__ = ["Box", "DEFAULT_OVERLAP", "tile_grid", "tile_windows", "window_spans"]
+__all__ = ["Box", "DEFAULT_OVERLAP", "tile_windows", "window_spans"]
 
 Box = tuple[int, int, int, int]
 DEFAULT_OVERLAP = 32
@@ -44,12 +44,3 @@ def tile_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     count = math.ceil((length - overlap) / (tile - overlap))
     starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
     return [(start, start + tile) for start in starts]
-
-
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[Box]:
-    """The 2-D `tile_windows` `(top, bottom, left, right)`, row by row."""
-    return [
-        (top, bottom, left, right)
-        for top, bottom in tile_windows(height, tile, overlap)
-        for left, right in tile_windows(width, tile, overlap)
-    ]

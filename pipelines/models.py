@@ -276,7 +276,7 @@ def _cached_snapshot(repo_id: str, key: str = "diffusion.model") -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError):
         raise InputError(
-            f"{key}: {repo_id!r} is neither a local directory or .safetensors file nor "
+            f"{key}: {repo_id!r} is neither a local directory, nor a .safetensors file, nor "
             f"a model in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
             + DOWNLOAD_HINT.format(id=repo_id, key=key)
         ) from None

@@ -59,3 +59,31 @@ def make_config(examples_dir, out, **raw):
 def node_files(out: Path) -> dict[str, bytes]:
     """Every node image of a build under ``out``, by path relative to it."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "nodes").rglob("*.png"))}
+
+
+def per_frame_palette_gif(frames: list[np.ndarray], fps: float) -> bytes:
+    """The GIF as `hypermosaic video` wrote it before `GifEncoder`: every frame whole, quantised
+    to its own 256 colours, through PyAV's GIF encoder (the baseline of the GIF's size)."""
+    import io
+
+    import av
+    from PIL import Image
+
+    out = io.BytesIO()
+    container = av.open(out, mode="w", format="gif")
+    stream = container.add_stream("gif", rate=round(fps))
+    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "pal8"
+    for index, rgb in enumerate(frames):
+        image = Image.fromarray(rgb).quantize(256)
+        palette = np.zeros((256, 4), np.uint8)
+        palette[:, 0] = 255
+        colours = np.array(image.getpalette()[:768], np.uint8).reshape(-1, 3)
+        palette[: len(colours), 1:] = colours
+        frame = av.VideoFrame.from_ndarray((np.asarray(image), palette), format="pal8")
+        frame.pts = index
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return out.getvalue()

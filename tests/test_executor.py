@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import uuid
 
 from hypermosaic.executor import ModelCache, WorkerState, worker_state
 from hypermosaic.progress import EventChannel, Progress, emitter, report
@@ -35,14 +36,14 @@ def test_a_model_loads_once_per_key_whatever_the_threads() -> None:
 def test_each_worker_loads_once_and_events_reach_the_client(dask_client) -> None:
     dask_client.register_plugin(WorkerState("hypermosaic-test", data={"x": 7}))
 
-    def task(index: int, topic: str) -> tuple[str, int, int]:
+    def task(index: int, topic: str) -> tuple[str, int, str]:
         state = worker_state("hypermosaic-test")
-        model = state.models.get("model", object)
+        model = state.models.get("model", lambda: uuid.uuid4().hex)
         emit = emitter(topic)
         sender = threading.Thread(target=emit, args=([index],))  # as libvips calls back
         sender.start()
         sender.join()
-        return state.name, state.data["x"], id(model)
+        return state.name, state.data["x"], model
 
     received: list[list[int]] = []
     with EventChannel(dask_client, received.append) as channel:

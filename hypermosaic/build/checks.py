@@ -2,7 +2,8 @@
 
 `check_inputs` reads the primary image, the recolor source folder, the model's location and
 the init upscalers' weights, so that bad input stops a build with one line before any node is
-written; `engine_spec` and `torch_threads` say what every worker loads and with how many threads.
+written; `engine_spec` and `worker_threads` say what every worker loads and with how many
+threads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypermosaic.executor import cpu_count
 from hypermosaic.identity import BICUBIC
 from hypermosaic.images import load_image, resize, square_crop
 
-__all__ = ["check_init_upscalers", "check_inputs", "engine_spec", "torch_threads"]
+__all__ = ["check_init_upscalers", "check_inputs", "engine_spec", "worker_threads"]
 
 
 def check_inputs(config: BuildConfig) -> np.ndarray | None:
@@ -62,7 +63,7 @@ def check_init_upscalers(config: BuildConfig) -> None:
             )
 
 
-def torch_threads(config: BuildConfig) -> int:
+def worker_threads(config: BuildConfig) -> int:
     """Torch threads of every worker that runs torch (and of `regenerate_node`): on the CPU
     the thread count decides the order of float sums, so pixels depend on it."""
     return cpu_count() if config.uses_torch else 0

@@ -11,7 +11,16 @@ import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hypermosaic.errors import InputError
 from hypermosaic.identity import (
@@ -117,11 +126,23 @@ def _pick(spec: PromptSpec, depth: int) -> str:
 
 
 class RecolorConfig(Strict):
-    """The model-free engine: a source image recoloured to each tile's colours."""
+    """The model-free engine: a source image recoloured to each tile's colours.
+
+    ``blend`` is left out of `model_dump` while it is the default ``transfer``, so the
+    fingerprints of configs written before it existed are unchanged (stores resume).
+    """
 
     source: str = "primary"
     colour_space: Literal["lab", "rgb"] = "lab"
     min_contrast: Annotated[float, Field(ge=0, le=1)] = 0.35
+    blend: Literal["transfer", "detail"] = "transfer"
+
+    @model_serializer(mode="wrap")
+    def _without_default_blend(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.blend == "transfer":
+            data.pop("blend", None)
+        return data
 
 
 class DiffusionConfig(Strict):

@@ -3,15 +3,27 @@
 Each sub-image is a source image recoloured to its tile's colours by mean/std transfer in CIE Lab
 (Reinhard et al., 2001), then blended with the upsampled tile:
 
-    out = (1 - strength) * tile + strength * recolour(source, mean(tile), std'(tile))
+    out = (1 - strength) * tile + strength * blend(tile, recolour(source, mean(tile), std'(tile)))
 
 where ``std' = max(std(tile), min_contrast * std(source))`` per channel: a small tile is nearly
 flat, and copying its spread would leave the sub-image a faint ghost; the floor keeps it legible
-while the mean, which the mosaic's look depends on, is the tile's exactly.
+while the mean, which the mosaic's look depends on, is the tile's exactly. As in img2img,
+``strength`` trades the tile against the new content. ``blend`` is one of `BLENDS`:
 
-so, as in img2img, ``strength`` trades the tile against the new content. Sources: the primary
-image (self-similar), the parent, or a folder of images chosen per tile by closest mean colour
-without repeating among already-placed neighbours.
+- ``transfer`` (the default): the recoloured source itself, ``blend(t, r) = r``. The whole source
+  replaces the tile, so from afar a tile shows the source's layout, not the tile's.
+- ``detail``: a Laplacian-pyramid blend (Burt and Adelson, 1983), the tile's low frequencies under
+  the recoloured source's high ones, ``blend(t, r) = lowpass(t) + r - lowpass(r)``, with
+  ``lowpass`` the Gaussian pyramid reduced to `DETAIL_LOW` pixels and expanded back (the coarse
+  levels of ``t``'s Laplacian pyramid and the fine ones of ``r``'s, collapsed). Seen whole, a
+  sub-image keeps its tile's colour layout at ``DETAIL_LOW`` pixels, so the primary's shapes
+  run on through the mosaic; zoomed in, it shows the source's edges and texture. Then shifted
+  so that its mean is the tile's exactly.
+
+Sources: the primary image (self-similar), the parent, or a folder of images chosen per tile by
+closest mean colour without repeating among already-placed neighbours. Every step is a fixed
+sequence of numpy operations on one tile, so a sub-image's bytes depend only on its tile, its
+source and the settings.
 """
 
 from __future__ import annotations
@@ -27,13 +39,24 @@ from hypermosaic.errors import InputError
 from hypermosaic.images import load_image, resize, square_crop
 
 __all__ = [
+    "BLENDS",
+    "DETAIL_LOW",
     "RecolorEngine",
     "assign_sources",
+    "detail_blend",
+    "highpass",
     "load_sources",
     "lab_to_srgb",
+    "lowpass",
     "recolour",
     "srgb_to_lab",
 ]
+
+BLENDS = ("transfer", "detail")
+"""``recolor.blend`` values: mean/std transfer of the whole source (the default), or the tile's
+low frequencies under the source's high ones."""
+DETAIL_LOW = 8
+"""Side, in pixels, of the pyramid level below which a ``detail`` sub-image is its tile's."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 
@@ -85,6 +108,53 @@ def recolour(source: np.ndarray, target_mean: np.ndarray, target_std: np.ndarray
     return (source - mean) * (target_std / np.maximum(std, 1e-3)) + target_mean
 
 
+def _blur(values: np.ndarray) -> np.ndarray:
+    """The 5-tap binomial filter ``[1, 4, 6, 4, 1] / 16`` along both axes, edges mirrored."""
+    p = np.pad(values, ((2, 2), (0, 0), (0, 0)), mode="reflect")
+    values = (p[:-4] + p[4:]) * (1 / 16) + (p[1:-3] + p[3:-1]) * (4 / 16) + p[2:-2] * (6 / 16)
+    p = np.pad(values, ((0, 0), (2, 2), (0, 0)), mode="reflect")
+    return (
+        (p[:, :-4] + p[:, 4:]) * (1 / 16) + (p[:, 1:-3] + p[:, 3:-1]) * (4 / 16)
+        + p[:, 2:-2] * (6 / 16)
+    )
+
+
+def _expand(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One Gaussian-pyramid level up to ``shape``: samples on even pixels, interpolated by the
+    same filter, normalised by the filter's weight on samples (exact at the edges, and a flat
+    image stays flat)."""
+    spread = np.zeros(shape, dtype=np.float32)
+    spread[::2, ::2] = values
+    weight = np.zeros(shape[:2] + (1,), dtype=np.float32)
+    weight[::2, ::2] = 1
+    return (_blur(spread) / _blur(weight)).astype(np.float32)
+
+
+def lowpass(values: np.ndarray, low: int) -> np.ndarray:
+    """``values`` ``(H, W, C)`` reduced through a Gaussian pyramid (Burt and Adelson) until its
+    smaller side would fall below ``low`` pixels, then expanded back to ``(H, W, C)`` float32."""
+    levels = [np.asarray(values, dtype=np.float32)]
+    while min(levels[-1].shape[:2]) >= 2 * low and min(levels[-1].shape[:2]) >= 4:
+        levels.append(_blur(levels[-1])[::2, ::2].astype(np.float32))
+    out = levels[-1]
+    for finer in reversed(levels[:-1]):
+        out = _expand(out, finer.shape)
+    return out
+
+
+def highpass(values: np.ndarray, low: int) -> np.ndarray:
+    """What `lowpass` leaves out: the Laplacian pyramid's levels finer than ``low`` pixels."""
+    return np.asarray(values, dtype=np.float32) - lowpass(values, low)
+
+
+def detail_blend(tile: np.ndarray, detail: np.ndarray, low: int = DETAIL_LOW) -> np.ndarray:
+    """``lowpass(tile) + detail``, shifted so that its mean is ``tile``'s: the tile's pyramid
+    levels coarser than ``low`` pixels under ``detail`` (a `highpass`), both float ``(H, W, C)``
+    in one colour space."""
+    out = lowpass(tile, low) + detail
+    return out + (_stats(tile)[0] - _stats(out)[0])
+
+
 def assign_sources(tile_means: np.ndarray, source_means: np.ndarray) -> np.ndarray:
     """Pick a source per tile: the closest mean colour not used by an already-placed neighbour.
 
@@ -133,13 +203,17 @@ def load_sources(source: str) -> list[np.ndarray]:
 
 
 class RecolorEngine:
-    """Sub-images by colour transfer; ``source`` is ``primary``, ``parent`` or a folder path."""
+    """Sub-images by colour transfer; ``source`` is ``primary``, ``parent`` or a folder path,
+    ``blend`` one of `BLENDS`. Raises `ValueError` for an unknown blend."""
 
     def __init__(self, source: str = "primary", colour_space: str = "lab",
-                 min_contrast: float = 0.35) -> None:
+                 min_contrast: float = 0.35, blend: str = "transfer") -> None:
+        if blend not in BLENDS:
+            raise ValueError(f"recolor.blend: {blend!r} is not one of {', '.join(BLENDS)}")
         self.source = source
         self.colour_space = colour_space
         self.min_contrast = min_contrast
+        self.blend = blend
         self._to_space = srgb_to_lab if colour_space == "lab" else _as_float
         self._from_space = lab_to_srgb if colour_space == "lab" else _as_uint8
         self._cache: dict[bytes, np.ndarray] = {}
@@ -154,13 +228,16 @@ class RecolorEngine:
     def primary(self, job: PrimaryJob) -> np.ndarray:
         raise InputError("primary.prompt: the recolor engine needs primary.image")
 
-    def _space(self, image: np.ndarray) -> np.ndarray:
-        """The image in the working colour space, cached (sources repeat across tiles)."""
-        key = hashlib.blake2b(image.tobytes(), digest_size=16).digest() + str(image.shape).encode()
+    def _space(self, image: np.ndarray, detail: bool = False) -> np.ndarray:
+        """The image in the working colour space, or with ``detail`` its `highpass` there;
+        cached (sources repeat across tiles)."""
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+               + f"{image.shape}{detail}".encode())
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
-            self._cache[key] = self._to_space(image)
+            values = self._to_space(image)
+            self._cache[key] = highpass(values, DETAIL_LOW) if detail else values
         return self._cache[key]
 
     def _sources(self, jobs: Sequence[TileJob], context: TileContext, size: int) -> list:
@@ -185,12 +262,21 @@ class RecolorEngine:
         for i, (init, job, source) in enumerate(
             zip(inits, jobs, self._sources(jobs, context, size), strict=True)
         ):
-            stride = max(1, size // 64)
-            mean, std = _stats(self._to_space(init[::stride, ::stride]))
             source_values = self._space(source)
-            floor = self.min_contrast * _stats(source_values)[1]
-            recoloured = self._from_space(recolour(source_values, mean, np.maximum(std, floor)))
-            blended = (1 - job.strength) * init.astype(np.float32) + job.strength * recoloured
+            source_std = _stats(source_values)[1]
+            floor = self.min_contrast * source_std
+            if self.blend == "transfer":
+                stride = max(1, size // 64)
+                mean, std = _stats(self._to_space(init[::stride, ::stride]))
+                new = self._from_space(recolour(source_values, mean, np.maximum(std, floor)))
+            else:
+                # recolour is affine per channel, so the recoloured source's high frequencies
+                # are the source's, scaled: highpass(recolour(s)) = highpass(s) * std' / std(s)
+                tile = self._to_space(init)
+                std = _stats(tile)[1]
+                scale = np.maximum(std, floor) / np.maximum(source_std, 1e-3)
+                new = self._from_space(detail_blend(tile, self._space(source, True) * scale))
+            blended = (1 - job.strength) * init.astype(np.float32) + job.strength * new
             out[i] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
 

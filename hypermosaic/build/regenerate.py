@@ -8,7 +8,7 @@ the same fixed batch and torch threads, so it serves to check a build, to repair
 from __future__ import annotations
 
 from hypermosaic import registry
-from hypermosaic.build.checks import engine_spec, torch_threads
+from hypermosaic.build.checks import engine_spec, worker_threads
 from hypermosaic.build.config import BuildConfig
 from hypermosaic.build.plan import batch_size, sibling_batches, tile_jobs
 from hypermosaic.build.tasks import Encoding, make_tiles
@@ -41,7 +41,7 @@ def regenerate_node(config: BuildConfig, address: Address) -> bytes:
         if not store.has(needed):
             raise InputError(f"{store.node_path(needed)}: missing; build the parent first")
     spec, models = engine_spec(config), ModelCache()
-    with registry.torch_threads(torch_threads(config)):
+    with registry.torch_threads(worker_threads(config)):
         grid = plan.grids[len(parent)]
         images = make_tiles(spec.load_engine(models), store.read_node(parent),
                             store.read_node(ROOT), grid, tile_jobs(config, batch),

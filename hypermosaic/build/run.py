@@ -13,17 +13,20 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from distributed import Client
 
-from hypermosaic.build.checks import check_inputs, engine_spec, torch_threads
+from hypermosaic.build.checks import check_inputs, engine_spec, worker_threads
 from hypermosaic.build.config import BuildConfig, load_build_config
+from hypermosaic.build.estimate import Estimate, check_room, estimate
 from hypermosaic.build.fingerprint import fingerprints as config_fingerprints
 from hypermosaic.build.runner import BuildResult, TreeRunner
-from hypermosaic.build.tasks import Encoding, build_state
-from hypermosaic.executor import open_client
+from hypermosaic.build.tasks import Encoding, build_state, state_names
+from hypermosaic.errors import Interrupted
+from hypermosaic.executor import check_scheduler_address, open_client, release_states
 from hypermosaic.progress import ProgressCallback
 from hypermosaic.publish import publish_build
-from hypermosaic.store import Store
+from hypermosaic.store import Store, disk_full, folder_lock
 from hypermosaic.tree import Plan, address_key
 
 __all__ = ["build_mosaic"]
@@ -36,7 +39,11 @@ def build_mosaic(
     out: Path | str | None = None,
     seed: int | None = None,
     engine: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
     force: bool = False,
+    yes: bool = False,
     workers: int | None = None,
     scheduler_address: str | None = None,
     client: Client | None = None,
@@ -44,29 +51,63 @@ def build_mosaic(
     progress: ProgressCallback | None = None,
 ) -> BuildResult:
     """Build (or resume) the hypermosaic of ``config`` (a validated config, or the path of a
-    TOML file that ``depth``, ``out``, ``seed`` and ``engine`` override) into its ``out``.
+    TOML file that ``depth``, ``out``, ``seed``, ``engine`` and the diffusion ``model``,
+    ``device`` and ``dtype`` override) into its ``out``.
 
     Raises `InputError`, before anything is written, for a bad config, primary image, recolor
-    source folder or model, or a store built from other settings (unless ``force``). Tiles
-    that keep failing do not raise: they are listed in ``result.failed`` (``result.ok`` is
-    false; the CLI turns that into a `hypermosaic.errors.BuildError`), everything else is kept.
-    ``progress`` receives ``nodes`` (then ``outputs`` while publishing).
+    source folder or model, a store built from other settings (unless ``force``), an output
+    folder another run holds or that cannot be written, or a build larger than the disk or
+    memory can hold (unless ``yes``); and during the work for a full disk. Tiles that keep
+    failing do not raise: they are listed in ``result.failed`` (``result.ok`` is false; the
+    CLI turns that into a `hypermosaic.errors.BuildError`), everything else is kept. Ctrl-C
+    raises `hypermosaic.errors.Interrupted`: finished nodes are kept. ``progress`` receives
+    ``nodes`` (its first event's note is the estimate), then ``outputs`` while publishing.
     """
     started = time.perf_counter()
-    if not isinstance(config, BuildConfig):
-        config = load_build_config(config, {"depth": depth, "out": out, "seed": seed,
-                                            "engine": engine})
+    overrides = {"depth": depth, "out": out, "seed": seed, "engine": engine,
+                 "diffusion.model": model, "diffusion.device": device, "diffusion.dtype": dtype}
+    if isinstance(config, BuildConfig):
+        if any(value is not None for value in overrides.values()):
+            raise TypeError("build_mosaic: options that override a config file are for a "
+                            "path; change a validated config with model_copy instead")
+    else:
+        config = load_build_config(config, overrides)
+
+    # 1. Check inputs and room before anything is written.
+    primary_image = check_inputs(config)
+    check_scheduler_address(scheduler_address)
+    needed = estimate(config)
+    check_room(config, needed, yes=yes)
+    try:
+        with folder_lock(Path(config.out)):
+            return _build(config, primary_image, needed, force=force, workers=workers,
+                          scheduler_address=scheduler_address, client=client,
+                          publish=publish, progress=progress, started=started)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished nodes are kept in {config.out}; run the same command "
+                          "again to resume") from None
+    except OSError as exc:
+        full = disk_full(exc, Path(config.out), needed.disk)
+        if full is None:
+            raise
+        raise full from None
+
+
+def _build(config: BuildConfig, primary_image: np.ndarray | None, needed: Estimate, *,
+           force: bool, workers: int | None, scheduler_address: str | None,
+           client: Client | None, publish: bool, progress: ProgressCallback | None,
+           started: float) -> BuildResult:
+    """The build proper, in its locked output folder (numbered steps continue
+    `build_mosaic`'s)."""
     plan = config.plan()
     store = Store(config.out, config.format)
-
-    # 1. Check inputs before anything is written.
-    primary_image = check_inputs(config)
     fingerprints = config_fingerprints(config)
     store.check_compatible(fingerprints, force)
     store.remove_temporaries()
 
-    # 2. Record what is being built, so a killed run is recognised and resumed.
-    result = BuildResult(out=store.root, total=plan.count())
+    # 2. Record what is being built, so a killed run is recognised and resumed; the manifest
+    # says nothing is published until publishing ends.
+    result = BuildResult(out=store.root, total=plan.count(), estimate=str(needed))
     manifest = _manifest(config, plan, fingerprints, complete=False)
     store.save_manifest(manifest)
 
@@ -74,16 +115,20 @@ def build_mosaic(
     pool = nullcontext(client) if client is not None else open_client(
         workers, scheduler_address, gpu=config.uses_torch
     )
+    build = fingerprints[str(plan.depth)][:8]
     with pool as active:
         result.dashboard = active.dashboard_link
-        active.register_plugin(build_state(engine_spec(config), torch_threads(config)))
+        active.register_plugin(build_state(build, engine_spec(config), worker_threads(config)))
         runner = TreeRunner(config, plan, store, Encoding(config.format, config.quality), active,
-                            result, progress, fingerprints[str(plan.depth)][:8])
+                            result, progress, build)
         try:
             runner.primary(primary_image)
+            if result.reused < result.total:  # the published pyramid no longer shows it all
+                store.clear_published()
             runner.run()
         finally:
             runner.cancel()
+            release_states(active, *state_names(build))  # frees the workers' models
             result.failed = dict(sorted(result.failed.items()))  # tree order, not finish order
             result.missing = max(0, result.total - result.reused - result.computed
                                  - len(result.failed))
@@ -97,8 +142,8 @@ def build_mosaic(
         if publish:
             result.outputs = publish_build(store, plan, config.publish, active, config.quality,
                                            progress)
-            manifest["outputs"] = {k: str(v.relative_to(store.root)) for k, v in
-                                   result.outputs.items()}
+            manifest.update(published=True, outputs={
+                k: str(v.relative_to(store.root)) for k, v in result.outputs.items()})
             store.save_manifest(manifest)
     result.seconds = time.perf_counter() - started
     return result
@@ -118,4 +163,6 @@ def _manifest(config: BuildConfig, plan: Plan, fingerprints: dict[str, str],
         "fingerprints": fingerprints,
         "complete": complete,
         "failed": {},
+        "published": False,
+        "outputs": {},
     }

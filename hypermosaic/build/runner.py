@@ -45,6 +45,7 @@ class BuildResult:
     seconds: float = 0.0
     dashboard: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    estimate: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,7 +75,8 @@ class TreeRunner:
         self.client = client
         self.result = result
         self.progress = progress
-        self.note: str | None = f"dashboard: {result.dashboard}" if result.dashboard else None
+        dashboard = f"; dashboard: {result.dashboard}" if result.dashboard else ""
+        self.note: str | None = f"{result.estimate}{dashboard}"
         self.batch_size = batch_size(config)
         self.queue: deque[_Batch] = deque()
         self.in_flight: dict[Future, _Batch] = {}
@@ -96,11 +98,11 @@ class TreeRunner:
             job = PrimaryJob(node_seed(self.config.seed, ROOT), primary.prompt or "",
                              primary.negative_prompt, primary.steps, primary.guidance,
                              self.config.size)
-            data = self.client.submit(make_primary, job, self.encoding,
+            data = self.client.submit(make_primary, self.prefix, job, self.encoding,
                                       key=f"primary-{self.prefix}", retries=1).result()
             self.store.write_node(ROOT, data)
             self.result.computed += 1
-        self.client.register_plugin(primary_state(self.store.read_node(ROOT)))
+        self.client.register_plugin(primary_state(self.prefix, self.store.read_node(ROOT)))
         for address in self._existing_below(ROOT):
             self._enqueue_children(address)
 
@@ -127,7 +129,7 @@ class TreeRunner:
                f"x{self.batch_size}-{address_key(batch.children[0][-1:])}"
                f"x{len(batch.children)}-{batch.attempt}")
         future = self.client.submit(
-            make_tiles_task, self.store.read_node(batch.parent), grid,
+            make_tiles_task, self.prefix, self.store.read_node(batch.parent), grid,
             tile_jobs(self.config, batch.children), self.encoding, key=key, retries=1,
         )
         self.in_flight[future] = batch

@@ -1,10 +1,11 @@
 """Build task code that runs on Dask workers (and in-process for `regenerate_node`).
 
-A build registers one `hypermosaic.executor.WorkerState` per run (`build_state`): it carries the
-engine's settings and torch threads, and its model cache loads the engine and the ESRGAN init
-upscalers once per worker, on first use. The primary image travels once per worker in a second,
-data-only state (`primary_state`). Tasks take encoded images and return encoded images, so the
-client alone writes files.
+A build registers one `hypermosaic.executor.WorkerState` per run (`build_state`, named after
+the build's fingerprint): it carries the engine's settings and torch threads, loads the engine
+when registered (a model that cannot load fails there, once) and the ESRGAN init upscalers on
+first use, once per worker. The primary image travels once per worker in a second, data-only
+state (`primary_state`). Tasks take encoded images and return encoded images, so the client
+alone writes files.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ __all__ = [
     "EngineSpec",
     "build_state",
     "create_engine",
+    "load_engine",
     "cut_tiles",
     "make_primary",
     "make_tiles",
     "make_tiles_task",
     "primary_state",
+    "state_names",
 ]
 
-STATE_NAME = "hypermosaic-build"
-PRIMARY_NAME = "hypermosaic-primary"
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,33 @@ def create_engine(name: str, settings: dict[str, Any]) -> Engine:
     raise ValueError(f"unknown engine {name!r}")
 
 
-def build_state(spec: EngineSpec, torch_threads: int) -> WorkerState:
-    """The worker state of a build: its engine spec and torch threads (0: leave them)."""
-    return WorkerState(STATE_NAME, torch_threads=torch_threads, data={"spec": spec})
+def state_names(build: str) -> tuple[str, str]:
+    """The names of the engine state and the primary-image state of the build ``build`` (its
+    fingerprint): two builds on one cluster never share them."""
+    return f"hypermosaic-build-{build}", f"hypermosaic-primary-{build}"
 
 
-def primary_state(data: bytes) -> WorkerState:
+def build_state(build: str, spec: EngineSpec, torch_threads: int) -> WorkerState:
+    """The worker state of a build: its engine, loaded at registration, and torch threads
+    (0: leave them)."""
+    return WorkerState(state_names(build)[0], torch_threads=torch_threads,
+                       data={"spec": spec}, preload=load_engine)
+
+
+def load_engine(state: WorkerState) -> Engine:
+    """The engine of a build's worker state, loaded into its model cache the first time."""
+    spec: EngineSpec = state.data["spec"]
+    return spec.load_engine(state.models)
+
+
+def primary_state(build: str, data: bytes) -> WorkerState:
     """Hands every worker, replacements included, the primary image bytes once."""
-    return WorkerState(PRIMARY_NAME, data={"primary": data})
+    return WorkerState(state_names(build)[1], data={"primary": data})
 
 
-def make_primary(job: PrimaryJob, encoding: Encoding) -> bytes:
+def make_primary(build: str, job: PrimaryJob, encoding: Encoding) -> bytes:
     """Generate the root image from its prompt, with this worker's engine."""
-    state = worker_state(STATE_NAME)
-    engine = state.data["spec"].load_engine(state.models)
+    engine = load_engine(worker_state(state_names(build)[0]))
     return encode(engine.primary(job), encoding.format, encoding.quality)
 
 
@@ -145,12 +159,13 @@ def make_tiles(
 
 
 def make_tiles_task(
-    parent_data: bytes, grid: int, jobs: list[TileJob], encoding: Encoding
+    build: str, parent_data: bytes, grid: int, jobs: list[TileJob], encoding: Encoding
 ) -> list[bytes]:
     """`make_tiles` on a worker: its engine, upscalers and the primary image come from the
-    worker's states."""
-    state = worker_state(STATE_NAME)
+    worker states of the build ``build``."""
+    engine_name, primary_name = state_names(build)
+    state = worker_state(engine_name)
     spec: EngineSpec = state.data["spec"]
-    primary = worker_state(PRIMARY_NAME).data["primary"]
-    return make_tiles(spec.load_engine(state.models), parent_data, primary, grid, jobs,
-                      encoding, spec.upscalers(state.models))
+    primary = worker_state(primary_name).data["primary"]
+    return make_tiles(load_engine(state), parent_data, primary, grid, jobs, encoding,
+                      spec.upscalers(state.models))

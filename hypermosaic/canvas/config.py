@@ -10,27 +10,43 @@ coverage, is named by region in `hypermosaic.canvas.plan`). Paths in a file are 
 that file.
 
 A Mixture of Diffusers JSON grid config is translated to the same mapping first
-(`hypermosaic.canvas.mod_json`); files are read by `hypermosaic.canvas.load`.
+(`hypermosaic.canvas.mod_json`), with ``compat = "mixture-of-diffusers"``: validated in that
+context, a grid may have tile sides and overlaps that are not multiples of 8 (tile edges are
+floored to multiples of 8, as Mixture of Diffusers' latent indices are) and any finite
+guidance. Files are read by `hypermosaic.canvas.load`. What is accepted but works differently
+from what a user may expect is reported as a `CanvasWarning`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hypermosaic.canvas.regions import (
+    HYPERMOSAIC,
     PIXEL_MULTIPLE,
-    REGION_KINDS,
+    REGION_TAGS,
     BoxRegion,
     BrushRegion,
+    Compat,
     Guidance,
     MaskType,
     Prompt,
     Region,
     Seed,
     SeedMode,
+    is_mod,
     multiple_of_8,
 )
 from hypermosaic.errors import InputError
@@ -40,11 +56,25 @@ from hypermosaic.settings import Strict, set_dotted, validation_message
 __all__ = [
     "BackgroundConfig",
     "CanvasConfig",
+    "CanvasWarning",
     "GridConfig",
     "TileOverride",
     "canvas_config_from_dict",
     "check_grid",
+    "config_error",
+    "floor8",
 ]
+
+
+class CanvasWarning(UserWarning):
+    """A canvas config that runs, but not quite as written (a Mixture of Diffusers setting
+    floored or clipped as there, a seed that changes nothing); one line naming the file."""
+
+
+def floor8(value: int) -> int:
+    """``value`` floored to a multiple of 8 pixels (one latent position of Stable Diffusion),
+    as Mixture of Diffusers turns pixels into latent indices (``px // 8``)."""
+    return value // PIXEL_MULTIPLE * PIXEL_MULTIPLE
 
 
 def _seed_list(value: Any) -> Any:
@@ -67,8 +97,15 @@ def check_grid(
     tile_width: int,
     tile_row_overlap: int,
     tile_col_overlap: int,
+    *,
+    mod: bool = False,
 ) -> None:
-    """Reject an empty or ragged prompt grid and tile sizes that cannot tile; ValueError."""
+    """Reject an empty or ragged prompt grid and tile sizes that cannot tile; ValueError.
+
+    With ``mod`` (Mixture of Diffusers' rules) sides and overlaps need not be multiples of 8,
+    and an overlap only needs to be smaller than the tile where there is more than one tile
+    along that side (a single row ignores its row overlap).
+    """
     if not prompt:
         raise ValueError("prompt: an empty prompt grid; give at least one row of prompts")
     for index, row in enumerate(prompt):
@@ -79,16 +116,18 @@ def check_grid(
                 f"prompt: row {index} has {len(row)} prompts but row 0 has {len(prompt[0])} "
                 "(all rows of the grid need the same length)"
             )
-    sides = (("tile_height", tile_height, "tile_row_overlap", tile_row_overlap),
-             ("tile_width", tile_width, "tile_col_overlap", tile_col_overlap))
-    for side_key, side, overlap_key, overlap in sides:
+    sides = (("tile_height", tile_height, "tile_row_overlap", tile_row_overlap, len(prompt)),
+             ("tile_width", tile_width, "tile_col_overlap", tile_col_overlap, len(prompt[0])))
+    for side_key, side, overlap_key, overlap, count in sides:
         if side < PIXEL_MULTIPLE:
             raise ValueError(f"{side_key}: {side} is too small (at least {PIXEL_MULTIPLE})")
-        multiple_of_8(side, side_key)
+        if not mod:
+            multiple_of_8(side, side_key)
         if overlap < 0:
             raise ValueError(f"{overlap_key}: {overlap} is negative")
-        multiple_of_8(overlap, overlap_key)
-        if overlap >= side:
+        if not mod:
+            multiple_of_8(overlap, overlap_key)
+        if overlap >= side and (count > 1 or not mod):
             raise ValueError(
                 f"{overlap_key}: {overlap} is as large as the tile ({side_key} = {side}); "
                 "the overlap must be smaller"
@@ -110,9 +149,9 @@ class GridConfig(Strict):
     tiles: list[TileOverride] = []
 
     @model_validator(mode="after")
-    def _geometry(self) -> GridConfig:
+    def _geometry(self, info: ValidationInfo) -> GridConfig:
         check_grid(self.prompt, self.tile_height, self.tile_width, self.tile_row_overlap,
-                   self.tile_col_overlap)
+                   self.tile_col_overlap, mod=is_mod(info))
         seen = set()
         for index, tile in enumerate(self.tiles):
             if tile.row >= self.rows or tile.col >= self.cols:
@@ -137,13 +176,15 @@ class GridConfig(Strict):
 
     @property
     def height(self) -> int:
-        """Canvas height the grid spans, in pixels."""
-        return self.tile_height + (self.rows - 1) * (self.tile_height - self.tile_row_overlap)
+        """Canvas height the grid spans, in pixels (floored to a multiple of 8)."""
+        return floor8(self.tile_height + (self.rows - 1) * (self.tile_height
+                                                             - self.tile_row_overlap))
 
     @property
     def width(self) -> int:
-        """Canvas width the grid spans, in pixels."""
-        return self.tile_width + (self.cols - 1) * (self.tile_width - self.tile_col_overlap)
+        """Canvas width the grid spans, in pixels (floored to a multiple of 8)."""
+        return floor8(self.tile_width + (self.cols - 1) * (self.tile_width
+                                                            - self.tile_col_overlap))
 
     def override(self, row: int, col: int) -> TileOverride | None:
         """The settings given for tile ``(row, col)``, if any."""
@@ -165,6 +206,7 @@ class CanvasConfig(Strict):
     seed: Annotated[tuple[Seed, ...], BeforeValidator(_seed_list), Field(min_length=1)] = (0,)
     steps: Annotated[int, Field(ge=1, le=1000)] = 30
     scheduler: SchedulerName = "default"
+    compat: Compat = HYPERMOSAIC
     model: str | None = None
     device: str = "auto"
     dtype: Dtype = "auto"
@@ -186,6 +228,13 @@ class CanvasConfig(Strict):
     deepzoom: bool = False
     upscale: Literal[1, 4] = 1
     upscale_model: str = "x4plus"
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """The file this config was read from (its ``name`` when built in code): what every
+        message about it starts with."""
+        return self._source or self.name
 
     @field_validator("device")
     @classmethod
@@ -199,9 +248,9 @@ class CanvasConfig(Strict):
 
     @field_validator("width", "height", "vae_tile", "window_size", "window_stride")
     @classmethod
-    def _eights(cls, value: int | None, info: Any) -> int | None:
+    def _eights(cls, value: int | None) -> int | None:
         if value is not None:
-            multiple_of_8(value, info.field_name)
+            multiple_of_8(value)
         return value
 
     @model_validator(mode="after")
@@ -221,12 +270,12 @@ class CanvasConfig(Strict):
             if isinstance(region, BoxRegion):
                 if region.bottom > height:
                     raise ValueError(
-                        f"regions.{index}: bottom {region.bottom} is outside the canvas "
+                        f"regions.{index}.bottom: {region.bottom} is outside the canvas "
                         f"(height {height})"
                     )
                 if region.right > width:
                     raise ValueError(
-                        f"regions.{index}: right {region.right} is outside the canvas "
+                        f"regions.{index}.right: {region.right} is outside the canvas "
                         f"(width {width})"
                     )
         if self.bootstrap_steps > self.steps:
@@ -260,7 +309,12 @@ def canvas_config_from_dict(
     source: str,
     overrides: dict[str, Any] | None = None,
 ) -> CanvasConfig:
-    """Validate a canonical config mapping (as read from TOML); see `load_canvas_config`."""
+    """Validate a canonical config mapping (as read from TOML); see `load_canvas_config`.
+
+    ``source`` names the file in every message (`InputError`, one line naming the key) and
+    becomes the config's `CanvasConfig.source`. A mapping with ``compat =
+    "mixture-of-diffusers"`` is validated with Mixture of Diffusers' rules.
+    """
     raw = dict(raw)
     regions = raw.get("regions")
     if isinstance(regions, list):
@@ -274,10 +328,30 @@ def canvas_config_from_dict(
         if value is not None:
             set_dotted(raw, key, value)
     try:
-        return CanvasConfig.model_validate(raw)
+        config = CanvasConfig.model_validate(raw, context={"compat": raw.get("compat")})
     except ValidationError as exc:
-        raise InputError(validation_message(exc, source, docs="docs/canvas.md",
-                                            skip=REGION_KINDS)) from None
+        raise config_error(exc, source) from None
+    config._source = source
+    return config
+
+
+_NESTED_KEY = re.compile(r"([\w.\[\]]+): ([A-Za-z_][\w.\[\]]*): ")
+
+
+def config_error(exc: ValidationError, source: str, *, brackets: bool = False) -> InputError:
+    """The one-line `InputError` of a canvas config's first validation error: the file, the
+    full key, what is wrong. A check made on a table (a region, the grid) that names a key
+    inside it is reported under the full key (``regions.0: left: 4 ...`` becomes
+    ``regions.0.left: 4 ...``); ``brackets`` writes list indices as JSON paths."""
+    line = validation_message(exc, source, docs="docs/canvas.md", skip=REGION_TAGS,
+                              brackets=brackets)
+    rest = line.removeprefix(f"{source}: ")
+    match = _NESTED_KEY.match(rest)
+    if match is not None:
+        outer, inner = match.groups()
+        key = outer if outer == inner or outer.endswith(f".{inner}") else f"{outer}.{inner}"
+        rest = f"{key}: {rest[match.end():]}"
+    return InputError(f"{source}: {rest}")
 
 
 def _resolve_region(region: Any, base: Path) -> Any:

@@ -3,18 +3,22 @@
 A job is one canvas: a config and the pure plan of one of its seeds
 (`hypermosaic.canvas.plan`). Planning checks what only the model can tell, without loading it:
 that the model is there, that the brushes' sliding windows leave no gaps at its native size,
-and that the ESRGAN weights of an ``upscale`` are there and readable.
+and that the ESRGAN weights of an ``upscale`` are there and readable. Every message starts with
+the config's file (`CanvasConfig.source`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hypermosaic import registry
-from hypermosaic.canvas.config import CanvasConfig
+from hypermosaic.canvas.config import CanvasConfig, CanvasWarning
+from hypermosaic.canvas.grid import seed_notes
 from hypermosaic.canvas.plan import CanvasPlan, check_window_stride, plan_canvas
 from hypermosaic.errors import InputError
 
@@ -46,19 +50,23 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
 
     Checks that each config names a model that is there (located without loading it), that
     its sliding windows leave no gaps at the model's native size, that the ESRGAN model of an
-    ``upscale`` can load, and that no two canvases would write the same file.
+    ``upscale`` can load, and that no two canvases would write the same file. Seeds that
+    change nothing are reported as `CanvasWarning`.
     """
     jobs: list[CanvasJob] = []
     natives: dict[str, int | None] = {}
     for config in configs:
         if config.model is None:
-            raise InputError(f"{config.name}: model: no model given (set model in the config "
+            raise InputError(f"{config.source}: model: no model given (set model in the config "
                              "or pass --model)")
+        check_memory(config)
         if config.upscale > 1:
             try:
                 registry.describe_upscaler(config.upscale_model)
             except InputError as exc:
-                raise InputError(f"{config.name}: upscale_model: {exc}") from None
+                raise InputError(f"{config.source}: upscale_model: {exc}") from None
+        for note in seed_notes(config):
+            warnings.warn(f"{config.source}: {note}", CanvasWarning, stacklevel=2)
         jobs.extend(CanvasJob(config, plan_canvas(config, seed)) for seed in config.seed)
     for config in configs:
         assert config.model is not None
@@ -67,16 +75,33 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
                 natives[config.model] = registry.native_size(
                     registry.locate_model(config.model, key="model"))
             except InputError as exc:
-                raise InputError(f"{config.name}: {exc}") from None
+                raise InputError(f"{config.source}: {exc}") from None
         check_windows(config, natives[config.model])
     seen: dict[Path, str] = {}
     for job in jobs:
         target = job.config.out / job.stem
         if target in seen:
-            raise InputError(f"{job.config.name}: two canvases would write {target}.*; give the "
-                             "configs different names or outputs")
+            raise InputError(f"{job.config.source}: two canvases would write {target}.*; give "
+                             "the configs different names or outputs")
         seen[target] = job.stem
     return jobs
+
+
+def check_memory(config: CanvasConfig) -> None:
+    """`InputError` with the estimate when one canvas of ``config`` needs more memory than
+    this machine has: the image and its enlargement (uint8), the float32 latents, noise and
+    blended prediction, and the planning masks at one byte per 8-pixel cell. Checked before
+    planning, which allocates the masks."""
+    height, width = config.size
+    pixels = height * width
+    needed = pixels * 3 * (1 + config.upscale ** 2) + pixels // 64 * (4 * 4 * 3 + 4)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise InputError(
+            f"{config.source}: a {width:,}x{height:,} px canvas needs about "
+            f"{needed / 2**30:,.0f} GiB of memory, more than this machine's "
+            f"{memory / 2**30:,.0f} GiB; paint a smaller canvas"
+        )
 
 
 def check_windows(config: CanvasConfig, native: int | None) -> None:
@@ -88,4 +113,4 @@ def check_windows(config: CanvasConfig, native: int | None) -> None:
     try:
         check_window_stride(config.window_stride, size, config.window_size)
     except InputError as exc:
-        raise InputError(f"{config.name}: {exc}") from None
+        raise InputError(f"{config.source}: {exc}") from None

@@ -4,9 +4,16 @@ The JSON format of Mixture of Diffusers' ``generate_grid_from_json.py`` (``promp
 ``gc``, ``gc_tiles``, ``seed``, ``steps``, ``scheduler``, ``cpu_vae``, ``seed_tiles``,
 ``seed_tiles_mode``, ``seed_reroll_regions``, and the ``git_commit`` that its ``generate_grid.py``
 logs, which is ignored) is validated key for key (`TilingJson`) and translated to the canonical
-(TOML-shaped) mapping, so a JSON file and its TOML twin give the same plan. As there, reroll
-regions are in pixels at any position and are floored to the 8-pixel latent grid; errors name
-JSON keys (``seed_reroll_regions[0]``).
+(TOML-shaped) mapping with ``compat = "mixture-of-diffusers"``, so that it runs as Mixture of
+Diffusers runs it (`hypermosaic.canvas.plan`). Errors name JSON keys
+(``seed_reroll_regions[0]``).
+
+What Mixture of Diffusers accepts is accepted: tile sides and overlaps that are not multiples
+of 8 (tile edges are floored to multiples of 8, as its latent indices are), any finite ``gc``,
+reroll boxes at any position (floored to the latent grid). Where hypermosaic does something
+else, or what was written is not quite what runs, `TilingJson.notes` says so (the loader
+turns them into warnings): a reroll box clipped to the canvas, one that holds no latent
+position, a ``gc`` of 1 or less (it stops with an error there), a scheduler it does not know.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from hypermosaic.canvas.config import check_grid
-from hypermosaic.canvas.regions import PIXEL_MULTIPLE, Guidance, Prompt, Seed
-from hypermosaic.errors import InputError
+from hypermosaic.canvas.config import check_grid, config_error, floor8
+from hypermosaic.canvas.regions import MOD, PIXEL_MULTIPLE, Prompt, Seed
 from hypermosaic.identity import SchedulerName
-from hypermosaic.settings import Strict, validation_message
+from hypermosaic.settings import Strict
 
-__all__ = ["TilingJson", "tiling_json_to_canonical"]
+__all__ = ["MOD_SCHEDULERS", "TilingJson", "read_tiling_json"]
+
+MOD_SCHEDULERS = ("ddim", "lms")
+"""The schedulers ``generate_grid_from_json.py`` knows (it refuses any other)."""
+
+Box = tuple[int, int, int, int]
 
 
 class TilingJson(Strict):
@@ -32,8 +43,8 @@ class TilingJson(Strict):
     tile_width: int = 512
     tile_row_overlap: int = 256
     tile_col_overlap: int = 256
-    gc: Guidance = 7.5
-    gc_tiles: list[list[Guidance | None]] | None = None
+    gc: float = 7.5
+    gc_tiles: list[list[float | None]] | None = None
     seed: Seed = 0
     steps: Annotated[int, Field(ge=1, le=1000)] = 50
     scheduler: SchedulerName = "default"
@@ -58,7 +69,7 @@ class TilingJson(Strict):
     @model_validator(mode="after")
     def _shapes(self) -> TilingJson:
         check_grid(self.prompt, self.tile_height, self.tile_width, self.tile_row_overlap,
-                   self.tile_col_overlap)
+                   self.tile_col_overlap, mod=True)
         grids = {"gc_tiles": self.gc_tiles, "seed_tiles": self.seed_tiles,
                  "seed_tiles_mode": self.seed_tiles_mode}
         for key, grid in grids.items():
@@ -67,20 +78,69 @@ class TilingJson(Strict):
                     f"{key}: its rows do not match the prompt grid "
                     f"({len(self.prompt)} rows of {len(self.prompt[0])})"
                 )
-        height = self.tile_height + (len(self.prompt) - 1) * (self.tile_height
-                                                              - self.tile_row_overlap)
-        width = self.tile_width + (len(self.prompt[0]) - 1) * (self.tile_width
-                                                               - self.tile_col_overlap)
         for index, (top, bottom, left, right, _) in enumerate(self.seed_reroll_regions):
-            _check_reroll(f"seed_reroll_regions[{index}]", (top, bottom, left, right),
-                          height, width)
+            key = f"seed_reroll_regions[{index}]"
+            for name, edge in (("top", top), ("bottom", bottom), ("left", left),
+                               ("right", right)):
+                if edge < 0:
+                    raise ValueError(f"{key}: {name} {edge} is outside the canvas (negative)")
+            for start, end, what in ((top, bottom, "rows"), (left, right, "columns")):
+                if floor8(end) < floor8(start):
+                    raise ValueError(f"{key}: {what} {start}-{end} end before they start")
         return self
 
-    def reroll_boxes(self) -> list[tuple[int, int, int, int, int]]:
-        """The reroll regions floored to the latent grid, as Mixture of Diffusers does."""
-        m = PIXEL_MULTIPLE
-        return [(top // m * m, bottom // m * m, left // m * m, right // m * m, seed)
-                for top, bottom, left, right, seed in self.seed_reroll_regions]
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the canvas in pixels: the grid's span floored to 8."""
+        rows, cols = len(self.prompt), len(self.prompt[0])
+        return (floor8(self.tile_height + (rows - 1) * (self.tile_height - self.tile_row_overlap)),
+                floor8(self.tile_width + (cols - 1) * (self.tile_width - self.tile_col_overlap)))
+
+    def reroll_boxes(self) -> list[tuple[Box, Box, int]]:
+        """Each reroll region as ``(floored box, box clipped to the canvas, seed)``, in pixels:
+        floored to the latent grid as Mixture of Diffusers does."""
+        height, width = self.size
+        boxes = []
+        for top, bottom, left, right, seed in self.seed_reroll_regions:
+            box = (floor8(top), floor8(bottom), floor8(left), floor8(right))
+            clipped = (min(box[0], height), min(box[1], height), min(box[2], width),
+                       min(box[3], width))
+            boxes.append((box, clipped, seed))
+        return boxes
+
+    def notes(self) -> list[str]:
+        """What to warn about: settings accepted as Mixture of Diffusers does that are not
+        quite what was written, and where hypermosaic does otherwise; each names its key."""
+        notes = []
+        height, width = self.size
+        rows, cols = len(self.prompt), len(self.prompt[0])
+        for key, count in (("tile_height", 0), ("tile_width", 0),
+                           ("tile_row_overlap", rows), ("tile_col_overlap", cols)):
+            value = getattr(self, key)
+            if value % PIXEL_MULTIPLE and count != 1:
+                notes.append(f"{key}: {value} is not a multiple of {PIXEL_MULTIPLE}: as in "
+                             f"Mixture of Diffusers, tile edges are floored to multiples of "
+                             f"{PIXEL_MULTIPLE}, and the canvas is {width}x{height} px")
+        if self.gc <= 1:
+            notes.append(f"gc: {self.gc:g} is 1 or less, where Mixture of Diffusers stops with "
+                         "an error; here every tile is still guided, at its gc_tiles or gc")
+        if "scheduler" not in self.model_fields_set:
+            notes.append("scheduler: missing, which Mixture of Diffusers refuses (it takes "
+                         f"{' or '.join(MOD_SCHEDULERS)}); the model's own scheduler is used")
+        elif self.scheduler not in MOD_SCHEDULERS:
+            notes.append(f"scheduler: {self.scheduler!r} is not one Mixture of Diffusers knows "
+                         f"({', '.join(MOD_SCHEDULERS)}); hypermosaic's, from the model's "
+                         "scheduler config, is used")
+        for index, (box, clipped, _) in enumerate(self.reroll_boxes()):
+            key = f"seed_reroll_regions[{index}]"
+            if clipped[0] >= clipped[1] or clipped[2] >= clipped[3]:
+                notes.append(f"{key}: holds no latent position of the {width}x{height} px "
+                             f"canvas once floored to multiples of {PIXEL_MULTIPLE}; it "
+                             "changes nothing")
+            elif clipped != box:
+                notes.append(f"{key}: reaches past the {width}x{height} px canvas and is "
+                             "clipped to it (Mixture of Diffusers stops with an error there)")
+        return notes
 
     def canonical(self) -> dict[str, Any]:
         """The same canvas as a canonical (TOML-shaped) config mapping."""
@@ -115,37 +175,17 @@ class TilingJson(Strict):
         regions = [
             {"kind": "reroll", "top": top, "bottom": bottom, "left": left, "right": right,
              "seed": seed}
-            for top, bottom, left, right, seed in self.reroll_boxes()
+            for _, (top, bottom, left, right), seed in self.reroll_boxes()
+            if top < bottom and left < right
         ]
         return {"seed": self.seed, "steps": self.steps, "scheduler": self.scheduler,
-                "cpu_vae": self.cpu_vae, "grid": grid, "regions": regions}
+                "cpu_vae": self.cpu_vae, "compat": MOD, "grid": grid, "regions": regions}
 
 
-def _check_reroll(key: str, box: tuple[int, int, int, int], height: int, width: int) -> None:
-    """A JSON reroll box ``(top, bottom, left, right)`` in pixels must keep at least one latent
-    position after flooring to multiples of 8 and lie on the canvas; ValueError naming ``key``."""
-    top, bottom, left, right = box
-    for name, edge, side, limit in (("top", top, "height", height),
-                                    ("bottom", bottom, "height", height),
-                                    ("left", left, "width", width),
-                                    ("right", right, "width", width)):
-        if not 0 <= edge <= limit:
-            raise ValueError(f"{key}: {name} {edge} is outside the canvas ({side} {limit})")
-    for start, end, what in ((top, bottom, "rows"), (left, right, "columns")):
-        if end // PIXEL_MULTIPLE <= start // PIXEL_MULTIPLE:
-            raise ValueError(
-                f"{key}: {what} {start}-{end} hold no whole latent position once floored to "
-                f"multiples of {PIXEL_MULTIPLE}"
-            )
-
-
-
-
-def tiling_json_to_canonical(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """A Mixture of Diffusers JSON config (as read) as the canonical config mapping;
-    `InputError` naming the JSON key (``seed_reroll_regions[0]``) and ``source``."""
+def read_tiling_json(raw: dict[str, Any], source: str) -> TilingJson:
+    """A Mixture of Diffusers JSON config (as read), validated; `InputError` naming the JSON
+    key (``seed_reroll_regions[0]``) and ``source``."""
     try:
-        return TilingJson.model_validate(raw).canonical()
+        return TilingJson.model_validate(raw)
     except ValidationError as exc:
-        raise InputError(validation_message(exc, source, docs="docs/canvas.md",
-                                            brackets=True)) from None
+        raise config_error(exc, source, brackets=True) from None

@@ -1,9 +1,14 @@
 """The files of a finished canvas: the image (PNG, or tiled BigTIFF when large), its ESRGAN
 enlargement, and a DeepZoom pyramid; every file written atomically, so a failed run leaves
-earlier outputs intact."""
+earlier outputs intact. libvips reports a full disk in its own error; it is raised here as the
+`OSError` (``ENOSPC``) it is, so callers can tell it from other failures."""
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,28 @@ PNG_MAX_PIXELS = 2**28  # 16384 x 16384; beyond, a tiled BigTIFF that viewers re
 
 def write_outputs(job: CanvasJob, image: np.ndarray, upscaled: np.ndarray | None
                   ) -> dict[str, Path]:
-    """Write a canvas (and its enlargement) as its config asks; returns the files by kind."""
+    """Write a canvas (and its enlargement) as its config asks; returns the files by kind.
+
+    A full disk raises `OSError` with ``errno.ENOSPC`` (or ``EDQUOT``), whichever library
+    wrote."""
+    with _vips_space_errors():
+        return _write_outputs(job, image, upscaled)
+
+
+@contextmanager
+def _vips_space_errors() -> Iterator[None]:
+    """Turn libvips' error for a full disk (or quota) into that `OSError`."""
+    try:
+        yield
+    except pyvips.Error as exc:
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if os.strerror(code) in str(exc):
+                raise OSError(code, os.strerror(code)) from exc
+        raise
+
+
+def _write_outputs(job: CanvasJob, image: np.ndarray, upscaled: np.ndarray | None
+                   ) -> dict[str, Path]:
     config = job.config
     outputs = {"image": write_image(image, config.out / job.stem, config.format)}
     final = image

@@ -13,6 +13,15 @@ noise but writes only the part no other tile covers), reroll regions in config o
 replaces, ``epsilon`` adds ``noise_eps`` times new noise), then ``noise_eps`` of text and image
 regions in config order. A region without a seed gets one derived from the canvas seed and its
 name, so every canvas is reproducible.
+
+With ``compat = "mixture-of-diffusers"`` (Mixture of Diffusers' JSON configs) the plan does what
+Mixture of Diffusers does: an ``exclusive`` tile draws noise of the shape of its exclusive part
+(`mod_exclusive_box`, which only clips a tile by tiles in another row and another column);
+``reset`` reroll regions come before the ``noise_eps`` of text and image regions, and
+``epsilon`` reroll regions after them (its canvas pipeline's order); grid tiles with a
+``gaussian`` mask take its tiling pipeline's profile, whose rows peak half a latent lower
+(`TILING_GAUSSIAN`); and the plan's ``compat`` tells the torch side to guide every window and
+to build its ``ddim`` and ``lms`` schedulers as it does.
 """
 
 from __future__ import annotations
@@ -25,8 +34,11 @@ from typing import Literal, TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hypermosaic.canvas.config import CanvasConfig, GridConfig
+from hypermosaic.canvas.config import CanvasConfig
+from hypermosaic.canvas.grid import grid_box, seed_box
 from hypermosaic.canvas.regions import (
+    HYPERMOSAIC,
+    MOD,
     BrushRegion,
     Ensemble,
     ImageRegion,
@@ -40,6 +52,7 @@ from hypermosaic.tree import derive_seed
 
 __all__ = [
     "CELL",
+    "TILING_GAUSSIAN",
     "BrushPlan",
     "CanvasPlan",
     "ImagePlan",
@@ -47,13 +60,14 @@ __all__ = [
     "PromptPlan",
     "check_window_stride",
     "coverage",
-    "exclusive_box",
-    "grid_box",
     "load_mask",
     "plan_canvas",
 ]
 
 CELL = 8
+TILING_GAUSSIAN = "tiling_gaussian"
+"""The mask type of Mixture of Diffusers' tiling pipeline: ``gaussian``, but its rows peak at
+``h / 2`` latent rows rather than at the middle ``(h - 1) / 2``."""
 T = TypeVar("T")
 
 
@@ -67,34 +81,6 @@ def check_window_stride(stride: int | None, window: int, window_size: int | None
             f"window_stride: {stride} is larger than {source} ({window} px), which would "
             "leave gaps; give a smaller stride or a window_size"
         )
-
-
-def grid_box(grid: GridConfig, row: int, col: int) -> Box:
-    """Pixel box of tile ``(row, col)``: tiles step by their side minus the overlap."""
-    top = row * (grid.tile_height - grid.tile_row_overlap)
-    left = col * (grid.tile_width - grid.tile_col_overlap)
-    return top, top + grid.tile_height, left, left + grid.tile_width
-
-
-def exclusive_box(grid: GridConfig, row: int, col: int) -> Box | None:
-    """The part of tile ``(row, col)`` that no other tile covers, or None if there is none.
-
-    Tiles of a row all share its rows of pixels, so the exclusive part is the rectangle of
-    the tile's own rows (after the previous row of tiles ends, before the next one starts)
-    and its own columns.
-    """
-    top, bottom, left, right = grid_box(grid, row, col)
-    if row > 0:
-        top = grid_box(grid, row - 1, col)[1]
-    if row < grid.rows - 1:
-        bottom = grid_box(grid, row + 1, col)[0]
-    if col > 0:
-        left = grid_box(grid, row, col - 1)[3]
-    if col < grid.cols - 1:
-        right = grid_box(grid, row, col + 1)[2]
-    if top >= bottom or left >= right:
-        return None
-    return top, bottom, left, right
 
 
 def _digest(array: np.ndarray) -> str:
@@ -175,6 +161,7 @@ class CanvasPlan:
     brushes: tuple[BrushPlan, ...]
     images: tuple[ImagePlan, ...]
     noise_edits: tuple[NoiseEdit, ...]
+    compat: str = HYPERMOSAIC
 
     @property
     def cells(self) -> tuple[int, int]:
@@ -208,10 +195,17 @@ def load_mask(path: Path, height: int, width: int, key: str) -> np.ndarray:
 def plan_canvas(config: CanvasConfig, seed: int | None = None) -> CanvasPlan:
     """Resolve ``config`` for one canvas seed (default: its first) into a `CanvasPlan`.
 
-    Reads masks and reference images; raises `InputError` naming the region for a bad file or
-    a mask of the wrong size, and naming the area when part of the canvas has no prompt.
+    Reads masks and reference images; raises `InputError` naming the config's file and the
+    region for a bad file or a mask of the wrong size, or the area when part of the canvas has
+    no prompt.
     """
-    seed = config.seed[0] if seed is None else seed
+    try:
+        return _plan(config, config.seed[0] if seed is None else seed)
+    except InputError as exc:
+        raise InputError(f"{config.source}: {exc}") from None
+
+
+def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
     height, width = config.size
     prompts = _grid_prompts(config) + _text_prompts(config)
     brushes = _brushes(config, height, width)
@@ -236,6 +230,7 @@ def plan_canvas(config: CanvasConfig, seed: int | None = None) -> CanvasPlan:
         brushes=brushes,
         images=images,
         noise_edits=_noise_edits(config, seed),
+        compat=config.compat,
     )
     _check_coverage(plan)
     return plan
@@ -258,7 +253,8 @@ def _grid_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
                 prompt=prompt,
                 negative_prompt=_or(grid.negative_prompt, config.negative_prompt),
                 guidance=guidance,
-                mask_type=grid.mask_type,
+                mask_type=TILING_GAUSSIAN if config.compat == MOD and grid.mask_type == "gaussian"
+                else grid.mask_type,
                 mask_weight=1.0,
             ))
     return tuple(plans)
@@ -330,23 +326,29 @@ def _noise_edits(config: CanvasConfig, seed: int) -> tuple[NoiseEdit, ...]:
                 override = grid.override(row, col)
                 if override is None or override.seed is None:
                     continue
-                box = grid_box(grid, row, col)
-                mode = override.seed_mode or grid.seed_tiles_mode
-                write = box if mode == "full" else exclusive_box(grid, row, col)
-                if write is not None:
-                    edits.append(NoiseEdit(f"grid.{row}_{col}", override.seed, box, write,
-                                           "reset"))
-    for index, region in enumerate(config.regions):
-        if isinstance(region, RerollRegion):
-            edits.append(NoiseEdit(f"regions.{index}", region.seed, region.box, region.box,
-                                   region.mode, region.noise_eps))
+                write = seed_box(config, row, col, override.seed_mode or grid.seed_tiles_mode)
+                if write is None:
+                    continue
+                # Mixture of Diffusers draws noise of the written part's shape; we draw the
+                # tile's and write part of it (so a tile's noise does not depend on the others)
+                draw = write if config.compat == MOD else grid_box(grid, row, col)
+                edits.append(NoiseEdit(f"grid.{row}_{col}", override.seed, draw, write, "reset"))
+    rerolls = [
+        NoiseEdit(f"regions.{index}", region.seed, region.box, region.box, region.mode,
+                  region.noise_eps)
+        for index, region in enumerate(config.regions) if isinstance(region, RerollRegion)
+    ]
+    noised = []
     for index, region in enumerate(config.regions):
         if isinstance(region, TextRegion | ImageRegion) and region.noise_eps > 0:
             name = f"regions.{index}"
             region_seed = _or(region.seed, derive_seed(seed, name))
-            edits.append(NoiseEdit(name, region_seed, region.box, region.box, "epsilon",
-                                   region.noise_eps))
-    return tuple(edits)
+            noised.append(NoiseEdit(name, region_seed, region.box, region.box, "epsilon",
+                                    region.noise_eps))
+    if config.compat == MOD:  # its canvas pipeline: resets, regions' noise, epsilon rerolls
+        resets = [edit for edit in rerolls if edit.mode == "reset"]
+        return tuple(edits + resets + noised + [e for e in rerolls if e.mode == "epsilon"])
+    return tuple(edits + rerolls + noised)
 
 
 def coverage(plan: CanvasPlan) -> np.ndarray:

@@ -3,40 +3,97 @@
 Boxes are pixels, ``top``, ``bottom``, ``left``, ``right`` with the bottom and right edges
 excluded, every edge a multiple of 8 (one Stable Diffusion latent position). A prompt is a
 string or an ensemble of weighted prompts whose conditioned predictions are averaged.
+
+Guidance scales are capped at `MAX_GUIDANCE`, except in configs validated with the
+Mixture of Diffusers context (``context={"compat": MOD}``, what its JSON configs get), which
+accept any finite scale as it does. Blend weights (``mask_weight``, a brush's ``strength``) are
+0 or within `WEIGHT_RANGE`, so that no region's weights vanish or overflow in float32.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    model_validator,
+)
 
 from hypermosaic.settings import Strict
 
 __all__ = [
     "BrushRegion",
+    "Compat",
     "Ensemble",
     "Guidance",
+    "HYPERMOSAIC",
     "ImageRegion",
+    "MAX_GUIDANCE",
+    "MOD",
     "MaskType",
     "PIXEL_MULTIPLE",
     "Prompt",
     "REGION_KINDS",
+    "REGION_TAGS",
     "Region",
     "RerollRegion",
     "Seed",
     "SeedMode",
     "TextRegion",
+    "WEIGHT_RANGE",
+    "Weight",
+    "is_mod",
     "multiple_of_8",
 ]
 
 PIXEL_MULTIPLE = 8
 REGION_KINDS = ("text", "image", "reroll", "brush")
+REGION_TAGS = tuple(f"{kind} region" for kind in REGION_KINDS)
+"""The tags of the region union: they appear in validation locations (and are left out of
+messages), so they must not be field names (an image region has a field ``image``)."""
 MaskType = Literal["constant", "gaussian", "quartic"]
 SeedMode = Literal["full", "exclusive"]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
-Guidance = Annotated[float, Field(ge=0, le=50)]
+Compat = Literal["hypermosaic", "mixture-of-diffusers"]
+"""Whose semantics a canvas config runs with: ours, or Mixture of Diffusers' (its JSON)."""
+HYPERMOSAIC: Final = "hypermosaic"
+MOD: Final = "mixture-of-diffusers"
+MAX_GUIDANCE = 50.0
+WEIGHT_RANGE = (1e-12, 1e12)
+
+
+def is_mod(info: ValidationInfo) -> bool:
+    """Whether a config is being validated with Mixture of Diffusers' semantics."""
+    return isinstance(info.context, dict) and info.context.get("compat") == MOD
+
+
+def _guidance(value: float, info: ValidationInfo) -> float:
+    if not is_mod(info) and not 0 <= value <= MAX_GUIDANCE:
+        raise ValueError(f"{value:g} is outside 0 to {MAX_GUIDANCE:g}")
+    return value
+
+
+def _weight(value: float) -> float:
+    low, high = WEIGHT_RANGE
+    if 0 < value < low:
+        raise ValueError(f"{value:g} is too small: the blend's weights would vanish in float32 "
+                         f"(give 0 for no weight, or at least {low:g})")
+    if value > high:
+        raise ValueError(f"{value:g} is too large: the blend's weights would overflow in "
+                         f"float32 (at most {high:g})")
+    return value
+
+
+Guidance = Annotated[float, AfterValidator(_guidance)]
+"""A classifier-free guidance scale: 0 to 50, any finite value for Mixture of Diffusers."""
+Weight = Annotated[float, Field(ge=0), AfterValidator(_weight)]
+"""A blend weight multiplier: 0 (no weight) or within `WEIGHT_RANGE`."""
 
 # A prompt, or an ensemble of prompts whose conditioned predictions are averaged by weight.
 Ensemble = tuple[tuple[str, float], ...]
@@ -73,11 +130,12 @@ def _parse_ensemble(value: Any) -> Ensemble:
 Prompt = Annotated[Ensemble, BeforeValidator(_parse_ensemble)]
 
 
-
-
-def multiple_of_8(value: int, key: str) -> None:
+def multiple_of_8(value: int, key: str | None = None) -> None:
+    """ValueError unless ``value`` is a multiple of 8; the message starts with ``key`` when
+    given (for a check made above the key's own level)."""
     if value % PIXEL_MULTIPLE:
-        raise ValueError(f"{key}: {value} is not a multiple of {PIXEL_MULTIPLE}")
+        prefix = f"{key}: " if key else ""
+        raise ValueError(f"{prefix}{value} is not a multiple of {PIXEL_MULTIPLE}")
 
 
 class BoxRegion(Strict):
@@ -112,7 +170,7 @@ class TextRegion(BoxRegion):
     negative_prompt: str | None = None
     guidance: Guidance | None = None
     mask_type: MaskType = "gaussian"
-    mask_weight: Annotated[float, Field(ge=0)] = 1.0
+    mask_weight: Weight = 1.0
     seed: Seed | None = None
     noise_eps: Annotated[float, Field(ge=0)] = 0.0
 
@@ -150,19 +208,28 @@ class BrushRegion(Strict):
     prompt: Prompt
     negative_prompt: str | None = None
     guidance: Guidance | None = None
-    strength: Annotated[float, Field(ge=0)] = 1.0
+    strength: Weight = 1.0
     blur: Annotated[float, Field(ge=0, le=1024)] = 0.0
 
 
-def _region_kind(value: Any) -> str:
+def _region_tag(value: Any) -> str:
     kind = value.get("kind", "text") if isinstance(value, dict) else getattr(value, "kind", "")
-    return kind if kind in REGION_KINDS else "text"
+    return f"{kind if kind in REGION_KINDS else 'text'} region"
+
+
+def _known_kind(value: Any) -> Any:
+    """ValueError naming ``kind`` when a region's kind is not one of `REGION_KINDS`."""
+    if isinstance(value, dict) and value.get("kind", "text") not in REGION_KINDS:
+        raise ValueError(f"kind: {value['kind']!r} is not a region kind (use "
+                         f"{', '.join(REGION_KINDS)})")
+    return value
 
 
 Region = Annotated[
-    Annotated[TextRegion, Tag("text")]
-    | Annotated[ImageRegion, Tag("image")]
-    | Annotated[RerollRegion, Tag("reroll")]
-    | Annotated[BrushRegion, Tag("brush")],
-    Discriminator(_region_kind),
+    Annotated[TextRegion, Tag(REGION_TAGS[0])]
+    | Annotated[ImageRegion, Tag(REGION_TAGS[1])]
+    | Annotated[RerollRegion, Tag(REGION_TAGS[2])]
+    | Annotated[BrushRegion, Tag(REGION_TAGS[3])],
+    Discriminator(_region_tag),
+    BeforeValidator(_known_kind),
 ]

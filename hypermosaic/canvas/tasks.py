@@ -1,8 +1,10 @@
 """Canvas task code that runs on Dask workers.
 
-Each worker keeps one `hypermosaic.executor.WorkerState` for the canvas run; its model cache
-loads each distinct Stable Diffusion model (by model, device and dtype) and each ESRGAN model
-once, on first use, through `hypermosaic.registry`. Denoising steps are reported as events.
+Each worker keeps one `hypermosaic.executor.WorkerState` per canvas run (named for the run, so
+two runs on one cluster keep apart); its model cache loads each distinct Stable Diffusion model
+(by model, device and dtype) when the state is registered (a model that cannot load fails
+there, once) and each ESRGAN model on first use, through `hypermosaic.registry`. Denoising
+steps are reported as events.
 """
 
 from __future__ import annotations
@@ -13,31 +15,46 @@ import numpy as np
 
 from hypermosaic import registry
 from hypermosaic.canvas.plan import CanvasPlan
+from hypermosaic.errors import InputError
 from hypermosaic.executor import WorkerState, worker_state
 from hypermosaic.progress import emitter
 
-__all__ = ["ModelKey", "STATE_NAME", "canvas_state", "render_task"]
+__all__ = ["ModelKey", "canvas_state", "render_task"]
 
-STATE_NAME = "hypermosaic-canvas"
 ModelKey = tuple[str, str, str]
 """``(model, device, dtype)`` of a canvas pipeline."""
 
 
-def canvas_state(torch_threads: int) -> WorkerState:
-    """The worker state of a canvas run (its models load on first use)."""
-    return WorkerState(STATE_NAME, torch_threads=torch_threads)
+def canvas_state(name: str, torch_threads: int, keys: list[ModelKey]) -> WorkerState:
+    """The worker state ``name`` of a canvas run, loading the pipelines of ``keys``."""
+    return WorkerState(name, torch_threads=torch_threads, data={"keys": keys},
+                       preload=_load_pipelines)
+
+
+def _load_pipelines(state: WorkerState) -> None:
+    for key in state.data["keys"]:
+        _pipeline(state, key)
 
 
 def _pipeline(state: WorkerState, key: ModelKey) -> Any:
-    return state.models.get(("pipeline", key), lambda: registry.load_canvas_pipeline(*key))
+    return state.models.get(("pipeline", key), lambda: _load(key))
 
 
-def render_task(key: ModelKey, plan: CanvasPlan, upscale_model: str | None, topic: str,
-                index: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _load(key: ModelKey) -> Any:
+    """The pipeline of ``key``; its loader's errors name the canvas keys (``device``), not
+    the build's (``diffusion.device``)."""
+    try:
+        return registry.load_canvas_pipeline(*key)
+    except InputError as exc:
+        raise InputError(str(exc).removeprefix("diffusion.")) from None
+
+
+def render_task(state_name: str, key: ModelKey, plan: CanvasPlan, upscale_model: str | None,
+                topic: str, index: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Render one canvas with the pipeline of ``key`` on this worker; with ``upscale_model``
     also its ESRGAN enlargement, on the pipeline's device. Each finished step is emitted as
     ``[index, step, steps]`` on ``topic``."""
-    state = worker_state(STATE_NAME)
+    state = worker_state(state_name)
     pipe = _pipeline(state, key)
 
     emit = emitter(topic)

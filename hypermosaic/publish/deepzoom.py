@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pyvips
 from dask.base import tokenize
-from distributed import Client
+from distributed import Client, as_completed
 from PIL import Image
 
 from hypermosaic.images import decode, encode
+from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.publish.assemble import canvas_image
 from hypermosaic.store import Store, atomic_write
 from hypermosaic.tree import ROOT, Address, Plan
@@ -54,6 +55,8 @@ def staged_deepzoom(dzi: Path, staging: Path | None = None) -> Iterator[Path]:
     staging.mkdir(parents=True)
     try:
         yield staging
+        # dzsave's record of the image's metadata (with a timestamp): no viewer reads it
+        (staging / f"{stem}_files" / "vips-properties.xml").unlink(missing_ok=True)
         files = folder / f"{stem}_files"
         shutil.rmtree(files, ignore_errors=True)
         os.replace(staging / f"{stem}_files", files)
@@ -227,11 +230,13 @@ def subtree_task(pyramid: Pyramid, level: int, row: int, col: int) -> np.ndarray
     return pyramid.tile(level, row, col)
 
 
-def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int = 64) -> int:
+def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int = 64,
+                  progress: ProgressCallback | None = None) -> int:
     """Write every tile of ``pyramid``; returns the number of levels.
 
     With a Dask ``client`` the quadtree is split at the shallowest level with at least
     ``min_tasks`` tiles and those subtrees run on the pool; this process finishes the rest.
+    ``progress`` counts the subtrees done (unit ``pyramid parts``), the top as the last one.
     """
     pyramid.files_dir.mkdir(parents=True, exist_ok=True)
     split = min(
@@ -249,8 +254,11 @@ def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int
             for r in range(side) for c in range(side)
             if pyramid.has_finer_detail(split, r, c)
         }
-        for future, cell in futures.items():
-            known[cell] = future.result()
+        report(progress, "pyramid parts", 0, len(futures) + 1)
+        for done, future in enumerate(as_completed(futures), start=1):
+            known[futures[future]] = future.result()
             future.release()
+            report(progress, "pyramid parts", done, len(futures) + 1)
     pyramid.tile(0, 0, 0, known)
+    report(progress, "pyramid parts", len(known) + 1, len(known) + 1)
     return pyramid.top_level + 1

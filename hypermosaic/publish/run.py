@@ -43,7 +43,7 @@ def publish_build(store: Store, plan: Plan, publish: PublishConfig,
     outputs["preview"] = preview_path
     report(progress, "outputs", len(outputs), steps)
     if publish.deepzoom:
-        outputs["deepzoom"] = write_deepzoom(store, plan, publish, client, quality)
+        outputs["deepzoom"] = write_deepzoom(store, plan, publish, client, quality, progress)
         report(progress, "outputs", len(outputs), steps)
         outputs["viewer"] = write_viewer(store.root, f"{DZI_NAME}.dzi")
         report(progress, "outputs", len(outputs), steps)
@@ -60,7 +60,8 @@ def publish_build(store: Store, plan: Plan, publish: PublishConfig,
 
 
 def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
-                   client: Client | None = None, quality: int = 92) -> Path:
+                   client: Client | None = None, quality: int = 92,
+                   progress: ProgressCallback | None = None) -> Path:
     """Write ``mosaic.dzi`` and ``mosaic_files/``, replacing a previous pyramid only at the end.
 
     With tiles the size of a node (the default) the pyramid is written from the node files
@@ -74,7 +75,7 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
         if tile_size == plan.size:
             pyramid = Pyramid(store.root, store.node_format, plan, staging / f"{DZI_NAME}_files",
                               tile_format, quality, _build_id(store))
-            write_pyramid(pyramid, client)
+            write_pyramid(pyramid, client, progress=progress)
             (staging / dzi.name).write_text(
                 dzi_xml(plan.canvas_size, plan.canvas_size, tile_size, tile_format)
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from hypermosaic.errors import InputError
+from hypermosaic.publish.viewer import VIEWER_NAME
 
 __all__ = ["make_server", "resolve_request", "serve_build", "server_url"]
 
@@ -201,6 +202,19 @@ def make_server(
         raise InputError(f"--host {host} --port {port}: cannot listen: {exc.strerror}") from None
 
 
+def _check_viewer(folder: Path) -> None:
+    """`InputError` unless ``folder`` holds a published build's viewer page."""
+    if (folder / VIEWER_NAME).is_file() or not folder.is_dir():
+        return  # a missing folder is `make_server`'s to report
+    inside = sorted(str(page.parent) for pattern in (f"*/{VIEWER_NAME}", f"*/*/{VIEWER_NAME}")
+                    for page in folder.glob(pattern))
+    if inside:
+        raise InputError(f"{folder}: no viewer here ({VIEWER_NAME}); serve one of the builds "
+                         f"inside: {', '.join(inside[:8])}")
+    raise InputError(f"{folder}: no viewer here ({VIEWER_NAME}): not a published build; "
+                     "run hypermosaic build (without --no-publish) first")
+
+
 def server_url(server: ThreadingHTTPServer) -> str:
     """The address to open in a browser."""
     host, port = server.server_address[:2]
@@ -213,8 +227,10 @@ def serve_build(out_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
                 verbose: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``out_dir`` read-only until interrupted; ``on_ready(url)`` once it listens.
 
-    Raises InputError (before listening) as `make_server` does; Ctrl-C stops it cleanly.
+    Raises InputError (before listening) as `make_server` does, and for a folder without a
+    viewer page, naming the builds inside it if any; Ctrl-C stops it cleanly.
     """
+    _check_viewer(Path(out_dir))
     with make_server(out_dir, host=host, port=port, verbose=verbose) as server:
         if on_ready is not None:
             on_ready(server_url(server))

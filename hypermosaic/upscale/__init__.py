@@ -1,7 +1,8 @@
 """`hypermosaic upscale`: Real-ESRGAN, tiled and seamless, on images larger than RAM.
 
 Entry point: `upscale_images`. `plan_jobs` pairs inputs with outputs and checks them;
-`upscale_file` streams one job.
+`upscale_file` streams one job; `record` keeps, beside each output, the settings that made
+it, so that a re-run skips only what the same settings made.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from hypermosaic.tiling import tile_windows
 
 __all__ = [
     "INPUT_SUFFIXES",
+    "NOT_OUTPUT_SUFFIXES",
     "OUTPUT_FORMATS",
     "UpscaleJob",
     "as_rgb",
@@ -37,6 +38,18 @@ OUTPUT_FORMATS = {
     ".jpeg": "jpg",
     ".dzi": "dzi",
 }
+# Suffixes of files this command does not write (images in other formats, and a few other
+# kinds): an --out ending in one is a file name with an unsupported format, not a folder to
+# make. Any other suffix may be part of a folder's name (``scans.2024``, ``out.v2``).
+NOT_OUTPUT_SUFFIXES = frozenset((
+    ".bmp", ".dib", ".gif", ".webp", ".jxl", ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx",
+    ".jpf", ".jxr", ".wdp", ".hdp", ".jfif", ".jpe", ".pjpeg", ".apng", ".mng", ".exr", ".hdr",
+    ".pfm", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".cur", ".icns", ".svg", ".svgz",
+    ".pdf", ".eps", ".ps", ".psd", ".psb", ".xcf", ".kra", ".ora", ".dng", ".raw", ".cr2",
+    ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pcx", ".qoi", ".dds", ".ktx", ".ktx2",
+    ".fits", ".vips", ".xbm", ".xpm", ".wbmp", ".emf", ".wmf", ".djvu", ".svs", ".ndpi",
+    ".mp4", ".mov", ".mkv", ".webm", ".avi", ".zip", ".txt", ".json", ".html",
+))
 # libvips refuses image sides above VIPS_MAX_COORD (10,000,000 before 8.17); libjpeg stops at
 # 65,500. Checked when planning, so that no upscale runs only to fail when written.
 _VIPS_MAX_SIDE = 10_000_000
@@ -126,23 +139,31 @@ def plan_jobs(
 ) -> list[UpscaleJob]:
     """Check the model and every input and pair inputs with outputs, before any work starts.
 
-    `out` is the output file when there is one input file and `out` ends in an image suffix
-    (.tif, .png, .jpg, .dzi); otherwise a folder receiving `<stem>.<fmt>` per input. `scale`
-    defaults to the model's own and may not exceed it. Raises `InputError` for an unknown
-    model, unreadable inputs, absurd sizes, outputs a format cannot hold, and an output that
-    is its own input.
+    `out` is the output file when there is one input file and `out` ends in an output suffix
+    (`OUTPUT_FORMATS`: .tif, .tiff, .png, .jpg, .jpeg, .dzi); otherwise a folder receiving
+    `<stem>.<fmt>` per input (an existing folder is one whatever its name). `scale` defaults
+    to the model's own and may not exceed it. Raises `InputError` for an unknown model,
+    unreadable inputs, an `out` that names a file of a format not written
+    (`NOT_OUTPUT_SUFFIXES`: .bmp, .webp, ...), absurd sizes, outputs a format cannot hold,
+    and an output that is its own input.
     """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix in NOT_OUTPUT_SUFFIXES and not out.exists():  # (an existing file: see below)
+        raise InputError(f"--out {out}: {suffix} is not an output format; an output file ends "
+                         f"in {', '.join(OUTPUT_FORMATS)} (any other name is a folder)")
     native = registry.describe_upscaler(model)[0]
     scale = native if scale is None else scale
     if not 0 < scale <= native:
         raise InputError(f"--scale {scale}: must be above 0 and at most the model's {native}")
     sources = _expand(inputs)
-    out = Path(out)
     single = len(sources) == 1 and Path(inputs[0]).is_file()
-    if single and out.suffix.lower() in OUTPUT_FORMATS:
+    if out.is_dir():
+        suffix = ""  # an existing folder takes the outputs, whatever its name
+    if single and suffix in OUTPUT_FORMATS:
         targets = [out]
         _check_folder(out.parent, "--out")
-    elif out.suffix.lower() in OUTPUT_FORMATS:
+    elif suffix in OUTPUT_FORMATS:
         raise InputError(f"--out {out}: several inputs need an output folder, not a file")
     else:
         if fmt not in set(OUTPUT_FORMATS.values()):

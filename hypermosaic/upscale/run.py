@@ -1,42 +1,58 @@
 """`hypermosaic upscale`: Real-ESRGAN on image files larger than memory, one or many.
 
-Inputs are planned first (`hypermosaic.upscale.plan`), then each missing output is streamed
-(`hypermosaic.upscale.stream`): one image in this process, several as tasks on the Dask pool,
-the model loaded once per worker into the worker's model cache. Workers report tiles as events
-for the progress bar. Outputs appear only when complete, so a re-run skips finished ones.
+Inputs are planned first (`hypermosaic.upscale.plan`). Then, holding the output folder's lock
+(`hypermosaic.store.folder_lock`: one run per folder, and a folder that cannot be written is
+refused before any work), the outputs already made with the same settings are skipped
+(`hypermosaic.upscale.record`), registry weights used for the first time are converted, and
+each remaining output is streamed (`hypermosaic.upscale.stream`): one image in this process,
+several as tasks on the Dask pool, the model loaded once per worker into the worker's model
+cache. Workers report tiles as events for the progress bar. Outputs appear only when complete,
+each followed by its record, so a re-run resumes where a run stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dask.base import tokenize
 from distributed import Client
 
 from hypermosaic import registry
-from hypermosaic.errors import InputError
-from hypermosaic.executor import WorkerState, open_client, worker_state
-from hypermosaic.identity import check_dtype
+from hypermosaic.errors import InputError, Interrupted
+from hypermosaic.executor import WorkerState, open_client, release_states, worker_state
+from hypermosaic.identity import ESRGAN_MODELS, check_device, check_dtype
 from hypermosaic.progress import EventChannel, ProgressCallback, emitter, report
+from hypermosaic.store import disk_full, folder_lock
 from hypermosaic.tiling import DEFAULT_OVERLAP
 from hypermosaic.upscale.plan import UpscaleJob, count_tiles, plan_jobs
+from hypermosaic.upscale.record import (
+    Settings,
+    input_identity,
+    pending_jobs,
+    remove_temporaries,
+    write_record,
+)
 from hypermosaic.upscale.stream import upscale_file
 
 __all__ = ["UpscaleResult", "upscale_files", "upscale_images"]
 
-STATE_NAME = "hypermosaic-upscale"
 
 
 @dataclass
 class UpscaleResult:
-    """The jobs of an upscale, the outputs written, and how many existed already."""
+    """The jobs of an upscale, the outputs written, how many were done already (made with
+    the same settings), the tiles computed and the seconds the whole run took."""
 
     jobs: list[UpscaleJob]
     written: list[Path] = field(default_factory=list)
     skipped: int = 0
+    tiles: int = 0
+    seconds: float = 0.0
 
 
 def upscale_images(
@@ -48,24 +64,32 @@ def upscale_images(
     tile: int | None = None,
     fmt: str = "tif",
     dtype: str = "auto",
+    device: str = "auto",
+    force: bool = False,
     workers: int | None = None,
     scheduler_address: str | None = None,
     client: Client | None = None,
     progress: ProgressCallback | None = None,
 ) -> UpscaleResult:
     """Upscale image files (or folders of them) into ``out``: one output file for one input
-    file whose ``out`` ends in an image suffix, else a folder of ``<stem>.<fmt>``.
+    file whose ``out`` ends in an output suffix, else a folder of ``<stem>.<fmt>``.
 
-    Everything is checked before any work (`InputError`); outputs that exist already are
-    skipped; ``progress`` counts ``tiles``. ``dtype`` is the compute dtype (``auto``:
-    float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32).
+    Everything is checked before any work (`InputError`): options, inputs, outputs, and the
+    output folder (writable, and not in use by another run). Outputs recorded as made with the
+    same settings are skipped; one made with other settings, or of unknown settings, is
+    refused unless ``force``, which upscales it again. ``progress`` counts ``weights`` (a
+    registry model converted on first use) and ``tiles``. ``dtype`` is the compute dtype
+    (``auto``: float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32),
+    ``device`` where the model runs (``auto``: CUDA, else MPS, else CPU). A full disk raises
+    `InputError`; Ctrl-C raises `hypermosaic.errors.Interrupted`. Finished outputs are kept
+    either way, and no partial file is left.
     """
+    started = time.perf_counter()
+    _check_options(dtype, device)
     jobs = plan_jobs(inputs, out, model, scale, fmt)
-    result = UpscaleResult(jobs, skipped=sum(job.done for job in jobs))
-    result.written = upscale_files(jobs, model, tile=tile, workers=workers,
-                                   scheduler_address=scheduler_address, client=client,
-                                   progress=progress, dtype=dtype)
-    return result
+    return _upscale(jobs, model, tile=tile, overlap=None, dtype=dtype, device=device,
+                    force=force, workers=workers, scheduler_address=scheduler_address,
+                    client=client, progress=progress, started=started)
 
 
 def upscale_files(
@@ -78,23 +102,111 @@ def upscale_files(
     progress: ProgressCallback | None = None,
     dtype: str = "auto",
     client: Client | None = None,
+    *,
+    device: str = "auto",
+    force: bool = False,
 ) -> list[Path]:
-    """Upscale every planned job whose output is missing; return the outputs written.
+    """Upscale every planned job not done yet (as `upscale_images` decides, ``force``
+    included); return the outputs written.
 
     One pending image with no pool asked for runs in this process; otherwise each image is a
     task on the Dask pool (``client``'s, else `hypermosaic.executor.open_client`'s).
     """
-    # 1. Settle what is left to do and how many tiles that is.
-    try:
-        check_dtype(dtype)
-    except ValueError as exc:
-        raise InputError(f"--dtype: {exc}") from None
-    pending = [job for job in jobs if not job.done]
-    if not pending:
+    _check_options(dtype, device)
+    if not jobs:
         return []
-    tile = tile or registry.describe_upscaler(model)[1]
+    return _upscale(list(jobs), model, tile=tile, overlap=overlap, dtype=dtype, device=device,
+                    force=force, workers=workers, scheduler_address=scheduler_address,
+                    client=client, progress=progress, started=time.perf_counter()).written
+
+
+def _check_options(dtype: str, device: str) -> None:
+    """The spelling of ``--dtype`` and ``--device`` (whether the device is there is
+    `registry.describe_upscaler`'s to say)."""
+    for option, check, value in (("--dtype", check_dtype, dtype),
+                                 ("--device", check_device, device)):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise InputError(f"{option}: {exc}") from None
+
+
+def _upscale(jobs: list[UpscaleJob], model: str, *, tile: int | None, overlap: int | None,
+             dtype: str, device: str, force: bool, workers: int | None,
+             scheduler_address: str | None, client: Client | None,
+             progress: ProgressCallback | None, started: float) -> UpscaleResult:
+    """Lock the output folders, then upscale what is not done (numbered steps continue in
+    `_locked`). Ctrl-C and a full disk become one-line errors."""
+    # 1. Settle the tile for the device (checked to be there) and what decides the pixels.
+    default_tile = registry.describe_upscaler(model, device=device)[1]
+    tile = tile or default_tile
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
-    total = sum(count_tiles(job, tile, overlap) for job in pending)
+    settings = Settings.of(model, jobs[0].scale, tile, overlap, dtype)
+    folders = sorted({job.dst.parent for job in jobs})
+    try:
+        with ExitStack() as locks:
+            for folder in folders:
+                locks.enter_context(folder_lock(folder, "--out"))
+            return _locked(jobs, model, settings, device=device, force=force,
+                           workers=workers, scheduler_address=scheduler_address,
+                           client=client, progress=progress, started=started)
+    except KeyboardInterrupt:
+        where = " and ".join(str(folder) for folder in folders)
+        raise Interrupted(f"finished outputs are kept in {where}; run the same command "
+                          "again to resume") from None
+    except OSError as exc:
+        full = disk_full(exc, folders[0])
+        if full is None:
+            raise
+        raise full from None
+
+
+def _locked(jobs: list[UpscaleJob], model: str, settings: Settings, *, device: str,
+            force: bool, workers: int | None, scheduler_address: str | None,
+            client: Client | None, progress: ProgressCallback | None,
+            started: float) -> UpscaleResult:
+    """The upscale proper, in its locked output folders."""
+    # 2. Skip outputs made with these settings; refuse (or, with force, redo) the others.
+    pending = pending_jobs(jobs, settings, force)
+    result = UpscaleResult(jobs, skipped=len(jobs) - len(pending))
+    try:
+        remove_temporaries(jobs)  # a killed run's: this run holds the folders
+        if pending:
+            # 3. Registry weights used for the first time: converted now, with a bar.
+            if model in ESRGAN_MODELS:
+                registry.describe_upscaler(model, device=device,
+                                           on_weights=_weights_reporter(model, progress))
+            # 4. Upscale, one image here or several on the pool, tiles reported.
+            result.tiles = sum(count_tiles(job, settings.tile, settings.overlap)
+                               for job in pending)
+            result.written = _run(pending, model, settings, device=device, workers=workers,
+                                  scheduler_address=scheduler_address, client=client,
+                                  progress=progress, total=result.tiles)
+    finally:
+        remove_temporaries(pending)  # those of pool workers that were stopped
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _weights_reporter(model: str,
+                      progress: ProgressCallback | None) -> Callable[[int, int], None]:
+    """``(done, total)`` weight arrays converted, as ``weights`` progress; the first event
+    says what is happening."""
+    note: str | None = (f"converting {ESRGAN_MODELS[model].ncnn_stem} weights from ncnn, "
+                        "once (they are cached for later runs)")
+
+    def on_weights(done: int, total: int) -> None:
+        nonlocal note
+        report(progress, "weights", done, total, note=note)
+        note = None
+
+    return on_weights
+
+
+def _run(pending: list[UpscaleJob], model: str, settings: Settings, *, device: str,
+         workers: int | None, scheduler_address: str | None, client: Client | None,
+         progress: ProgressCallback | None, total: int) -> list[Path]:
+    """Upscale ``pending`` and record each output; return the outputs written."""
     done = 0
 
     def on_tile(n: int) -> None:
@@ -102,35 +214,62 @@ def upscale_files(
         done += n
         report(progress, "tiles", done, total)
 
-    on_tile(0)
-    # 2. A single image runs here, with no cluster to start.
+    # A single image runs here, with no cluster to start.
     if len(pending) == 1 and workers is None and scheduler_address is None and client is None:
-        upscaler = registry.load_upscaler(model, tile=tile, dtype=dtype)
-        return [upscale_file(pending[0], upscaler, tile, overlap, on_tile)]
-    # 3. Several: one task per image on the pool, tiles reported as worker events.
+        upscaler = registry.load_upscaler(model, tile=settings.tile, dtype=settings.dtype,
+                                          device=device)
+        on_tile(0)
+        return [_upscale_one(pending[0], upscaler, settings, on_tile)]
+    on_tile(0)
+    # Several: one task per image on the pool, tiles reported as worker events. Workers
+    # pinned one per GPU cannot reach a given cuda:N; then they share it (one unless asked).
+    pinned = not device.startswith("cuda:")
     pool = nullcontext(client) if client is not None else open_client(
-        workers, scheduler_address, gpu=True
+        workers if pinned else workers or 1, scheduler_address, gpu=pinned
     )
+    state = f"hypermosaic-upscale-{uuid.uuid4().hex[:12]}"
     with pool as active, EventChannel(active, on_tile) as channel:
-        active.register_plugin(WorkerState(STATE_NAME))
+        active.register_plugin(WorkerState(state, data={"model": (model, settings, device)},
+                                           preload=_load_upscaler))
         futures = [
             active.submit(
-                _upscale_task, job, model, tile, overlap, dtype, channel.topic,
-                key=f"upscale-{job.dst.name}-{tokenize(job, model, tile, overlap, dtype)}",
+                _upscale_task, state, job, settings, channel.topic,
+                key=f"upscale-{job.dst.name}-{tokenize(job, model, settings, device)}",
             )
             for job in pending
         ]
-        written = active.gather(futures)
+        try:
+            written = active.gather(futures)
+        except BaseException:  # an error or Ctrl-C: nothing more starts
+            active.cancel(futures)
+            raise
+        finally:
+            release_states(active, state)  # frees the workers' models
         channel.settle(lambda: done >= total)  # events may trail the results
     if done < total:  # lost events (or results known already)
         report(progress, "tiles", total, total)
     return [Path(p) for p in written]
 
 
-def _upscale_task(job: UpscaleJob, model: str, tile: int, overlap: int, dtype: str,
-                  topic: str) -> str:
+def _upscale_one(job: UpscaleJob, upscaler: registry.Upscaler, settings: Settings,
+                 on_tile: Callable[[int], None] | None) -> Path:
+    """Upscale one job, then record what made it (the input identified before reading it)."""
+    source = input_identity(job.src)
+    upscale_file(job, upscaler, settings.tile, settings.overlap, on_tile)
+    write_record(job.dst, replace(settings, scale=float(job.scale)), source)
+    return job.dst
+
+
+def _load_upscaler(state: WorkerState) -> registry.Upscaler:
+    """The upscaler of an upscale run's worker state, loaded into its cache the first time
+    (when the state is registered: a model that cannot load fails there, once)."""
+    model, settings, device = state.data["model"]
+    upscaler: registry.Upscaler = state.models.get("upscaler", lambda: registry.load_upscaler(
+        model, tile=settings.tile, dtype=settings.dtype, device=device))
+    return upscaler
+
+
+def _upscale_task(state_name: str, job: UpscaleJob, settings: Settings, topic: str) -> str:
     """Dask task: upscale one file with this worker's model; tiles are emitted as events."""
-    models = worker_state(STATE_NAME).models
-    upscaler = models.get(("upscaler", model, tile, dtype), lambda: (
-        registry.load_upscaler(model, tile=tile, dtype=dtype)))
-    return str(upscale_file(job, upscaler, tile, overlap, emitter(topic)))
+    upscaler = _load_upscaler(worker_state(state_name))
+    return str(_upscale_one(job, upscaler, settings, emitter(topic)))

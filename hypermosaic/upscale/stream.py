@@ -11,6 +11,9 @@ renamed when complete, so an existing output is a finished one.
 
 from __future__ import annotations
 
+import errno
+import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +26,7 @@ from hypermosaic import png, registry
 from hypermosaic.errors import InputError
 from hypermosaic.publish import staged_deepzoom
 from hypermosaic.registry import Upscaler
-from hypermosaic.store import atomic_path
+from hypermosaic.store import atomic_path, disk_full
 from hypermosaic.tiling import DEFAULT_OVERLAP
 from hypermosaic.upscale.plan import (
     OUTPUT_FORMATS,
@@ -69,11 +72,13 @@ class _PngStream:
     """Bands of RGB rows as an uncompressed PNG byte stream that pyvips can load from.
 
     An exception raised while producing bands is kept in `error` (pyvips sees a short file)
-    so that the caller can re-raise it.
+    so that the caller can re-raise it; so is a `KeyboardInterrupt` once ``stop`` is set.
     """
 
-    def __init__(self, bands: Iterator[np.ndarray], width: int, height: int) -> None:
+    def __init__(self, bands: Iterator[np.ndarray], width: int, height: int,
+                 stop: threading.Event | None = None) -> None:
         self.error: BaseException | None = None
+        self.stop = stop or threading.Event()
         self._parts = self._encode(bands, width, height)
         self._buffer = memoryview(b"")
         self._pos = 0
@@ -91,6 +96,8 @@ class _PngStream:
         yield png.chunk(b"IDAT", deflate.flush()) + png.chunk(b"IEND", b"")
 
     def _read(self, size: int) -> memoryview | bytes:
+        if self.error is None and self.stop.is_set():
+            self.error = KeyboardInterrupt()
         if self.error is not None:
             return b""
         try:
@@ -141,6 +148,46 @@ def _output(dst: Path) -> Iterator[Callable[[pyvips.Image], None]]:
         yield lambda image: _save(image, tmp, fmt)
 
 
+def _disk_full(exc: pyvips.Error, folder: Path) -> InputError | None:
+    """`hypermosaic.store.disk_full`'s line when libvips failed for lack of space (it reports
+    the system's words, ``No space left on device``, in its message), else None."""
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if os.strerror(code) in str(exc):
+            return disk_full(OSError(code, os.strerror(code)), folder)
+    return None
+
+
+def _interruptible(work: Callable[[], None], stop: threading.Event) -> None:
+    """Run ``work`` (a libvips write pulling tiles through our callbacks) so that Ctrl-C
+    stops it cleanly. In the main thread the work runs in a helper thread while this one
+    waits in Python: Ctrl-C then lands here, not inside a libvips callback, where cffi would
+    print the `KeyboardInterrupt` and ignore it. ``stop`` is set, the work ends at its next
+    tile or read, and the interrupt is raised again. Elsewhere (a Dask task) the work runs
+    as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        work()
+        return
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+
+    helper = threading.Thread(target=run, name="hypermosaic-upscale", daemon=True)
+    helper.start()
+    try:
+        while helper.is_alive():
+            helper.join(0.1)
+    except KeyboardInterrupt:
+        stop.set()
+        helper.join()
+        raise
+    if failure:
+        raise failure[0]
+
+
 def upscale_file(
     job: UpscaleJob,
     upscaler: Upscaler,
@@ -152,18 +199,28 @@ def upscale_file(
 
     A `job.scale` below the model's own is reached by a Lanczos reduction of the model
     output. `on_tile(1)` follows each window. Raises `InputError` if the input turns out
-    truncated or corrupt; nothing is left at `job.dst` then.
+    truncated or corrupt, or the disk fills up, and `KeyboardInterrupt` on Ctrl-C (within a
+    tile); nothing is left at `job.dst` then, nor a temporary file.
     """
-    # 1. Open the input lazily and set up the row reader.
+    # 1. Open the input lazily and set up the row reader; Ctrl-C stops at the next tile.
     source = as_rgb(job.src, open_lazily(job.src))
     reader = _RowReader(job.src, source)
+    stop = threading.Event()
+
+    def tile_done(n: int) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if on_tile is not None:
+            on_tile(n)
+
     s = upscaler.scale
     bands = registry.upscale_bands(reader, job.height, job.width, upscaler, tile,
                                    DEFAULT_OVERLAP if overlap is None else overlap,
-                                   on_tile=on_tile)
-    stream = _PngStream(bands, job.width * s, job.height * s)
+                                   on_tile=tile_done)
+    stream = _PngStream(bands, job.width * s, job.height * s, stop)
     with _output(job.dst) as write:
-        try:
+
+        def work() -> None:
             # 2. Chain the upscaled stream into pyvips, reduced if a smaller scale was asked
             # for (loading the stream's header already pulls rows, so reading can fail here).
             image = stream.image()
@@ -171,9 +228,15 @@ def upscale_file(
                 image = image.resize(job.scale / s, kernel="lanczos3")
             # 3. Write once; the output appears only when complete.
             write(image)
+
+        try:
+            _interruptible(work, stop)
         except pyvips.Error as exc:
             if stream.error is not None:
                 raise stream.error from None
+            full = _disk_full(exc, job.dst.parent)
+            if full is not None:
+                raise full from None
             raise InputError(f"{job.dst}: cannot write ({vips_reason(exc)})") from None
         if stream.error is not None:
             raise stream.error

@@ -1,9 +1,9 @@
 """``hypermosaic video``: a looping infinite-zoom video of a finished build.
 
 One job a module: `settings` (the options, codecs and their validation), `camera` (the zoom
-path, easing and level maths), `planes` (frames as YUV 4:2:0), `frames` (rendering a view from
-the node images), `encode` (PyAV, written atomically) and `run` (the build, the path, the frames
-and `render_video`, the entry point)::
+path, its sharp stop, easing and level maths), `planes` (frames as YUV 4:2:0), `frames`
+(rendering a view from the node images), `encode` (PyAV, or `GifEncoder` for a GIF, written
+atomically) and `run` (the build, the path, the frames and `render_video`, the entry point)::
 
     from hypermosaic.video import render_video
 

@@ -1,9 +1,13 @@
 """The camera: which view of the canvas each frame shows, and which nodes are sharp enough for it.
 
-The zoom is exponential: every frame is the previous one scaled by the same factor about one
-fixed point, so the speed looks constant (`ZoomPath`). With ``drift`` the fixed point is chosen
-so that the last view frames the target node exactly as the first view framed the canvas, which
-is what lets the video loop. Time maps to zoom progress through `ease` (a trapezoidal speed
+Every view is "contain" framed: a square (the canvas, or a node) is shown whole, fitted to the
+frame's short side and centred, with the background (`hypermosaic.video.frames.BACKGROUND`)
+wherever the view leaves the canvas. The zoom is exponential: every frame is the previous one
+scaled by the same factor about one fixed point, so the speed looks constant (`ZoomPath`). With
+``drift`` the fixed point is chosen so that the view at progress 1 frames the target node exactly
+as the first view framed the canvas, which is what lets the video loop. The camera stops at
+`ZoomPath.end`, where a pixel of the target's depth fills one frame pixel: deeper, the frame would
+only show the leaves enlarged. Time maps to zoom progress through `ease` (a trapezoidal speed
 profile) and `progress_at`. The level and mip maths (`level_for`, `ladder_side`, `mip_for`) turn
 a view's scale into the depth, paste size and decode size of the nodes drawn for it; they are
 functions of the view alone, so a frame never depends on the frames before it.
@@ -28,6 +32,7 @@ __all__ = [
     "level_for",
     "mip_for",
     "progress_at",
+    "sharp_end",
     "smoothstep",
     "zoom_path",
 ]
@@ -48,12 +53,11 @@ class View(NamedTuple):
     bottom: float
 
 
-def _cover(x: float, y: float, side: float, width: int, height: int) -> View:
-    """The view of a ``side``-square at ``(x, y)`` that fills a width x height frame (centred)."""
-    if width >= height:
-        w, h = side, side * height / width
-    else:
-        w, h = side * width / height, side
+def _contain(x: float, y: float, side: float, width: int, height: int) -> View:
+    """The view of a width x height frame showing the ``side``-square at ``(x, y)`` whole: the
+    square fills the frame's short side, centred, and the view extends past it on the long one."""
+    w = side * max(1.0, width / height)
+    h = side * max(1.0, height / width)
     cx, cy = x + side / 2, y + side / 2
     return View(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
@@ -61,12 +65,16 @@ def _cover(x: float, y: float, side: float, width: int, height: int) -> View:
 @dataclass(frozen=True)
 class ZoomPath:
     """An exponential zoom: the view at progress ``u`` is ``start`` scaled by ``ratio**u`` about
-    ``fixed``. ``u = 0`` frames the canvas, ``u = 1`` the target; ``u - 1`` is the same view
-    mapped back up one whole descent (the canvas in miniature inside the target)."""
+    ``fixed``. ``u = 0`` shows the whole canvas. For a looping zoom ``u = 1`` frames the target
+    as ``u = 0`` framed the canvas, ``u - 1`` is the same view mapped back up one whole descent
+    (the canvas in miniature inside the target), and ``end`` (at most 1) is the progress where
+    the camera stops: one pixel of the target's depth fills one frame pixel there
+    (`sharp_end`). Without the loop ``u = 1`` is that sharp view and ``end`` is 1."""
 
     start: View
     fixed: tuple[float, float]
     ratio: float
+    end: float = 1.0
 
     def view(self, u: float) -> View:
         """The view at zoom progress ``u``."""
@@ -78,29 +86,51 @@ class ZoomPath:
                     fx + s * (right - fx), fy + s * (bottom - fy))
 
 
-def zoom_path(plan: Plan, target: Address, width: int, height: int, drift: bool = True) -> ZoomPath:
+def sharp_end(plan: Plan, depth: int, width: int, height: int) -> float:
+    """The zoom progress where a node pixel of ``depth`` (the target's) becomes one frame pixel,
+    at most 1: the deepest the camera goes without enlarging the sharpest nodes.
+
+    At progress ``u`` the view's short side is ``canvas * k**u`` canvas pixels (``k`` the
+    target's span over the canvas), so a frame pixel covers ``canvas * k**u / short`` of them,
+    and a node pixel of the target's depth ``canvas * k / size``. They are equal at
+    ``u = 1 - log(short / size) / log(1 / k)``: past 1 (``size`` >= the frame's short side)
+    the whole descent is sharp; at or below 0 even the whole canvas is softer than its nodes.
+    """
+    k = plan.span(depth) / plan.canvas_size
+    short = min(width, height)
+    return min(1.0, 1 - math.log(short / plan.size) / math.log(1 / k))
+
+
+def zoom_path(
+    plan: Plan, target: Address, width: int, height: int, drift: bool = True, loop: bool = True,
+) -> ZoomPath:
     """The zoom from the whole canvas into ``target`` for a width x height frame.
 
-    With ``drift`` the fixed point is where the similarity taking the canvas view to the target
-    view leaves a point in place, so the target ends centred exactly as the canvas started;
-    without it the camera zooms straight at the target's centre, which stays where it was in
-    the frame: the end then frames the target off-centre, not as the start framed the canvas,
-    so such a zoom cannot loop (`check_inputs` refuses it with the loop on).
+    Both ends are contain framed (the square whole, centred). Looping, the view at progress 1
+    is the view at 0 scaled by ``k``, the target's share of the canvas side, so that it frames
+    the target as the start framed the canvas, and the camera stops at `sharp_end`; without the
+    loop the zoom ends (at 1) on that sharp view of the target, centred: ``ratio`` is ``k``
+    raised to the sharp end. With ``drift`` the fixed point is where the similarity from the
+    start to the end leaves a point in place, so the target ends centred; without it the
+    camera zooms straight at the target's centre, which stays where it was in the frame: the
+    end then frames the target off-centre, not as the start framed the canvas, so such a zoom
+    cannot loop (`check_inputs` refuses it with the loop on).
     """
     canvas = plan.canvas_size
-    start = _cover(0, 0, canvas, width, height)
+    start = _contain(0, 0, canvas, width, height)
     ox, oy = plan.origin(target)
     side = plan.span(len(target))
-    k = side / canvas
+    sharp = sharp_end(plan, len(target), width, height)
+    ratio = side / canvas if loop else (side / canvas) ** sharp
     if drift:
-        end = _cover(ox, oy, side, width, height)
-        # f = (c1 - k c0) / (1 - k), the centres c0, c1 of the start and end views
+        # f = (c1 - r c0) / (1 - r), c0 the start's centre and c1 the target's (the end view's
+        # centre): the point with f + r (c0 - f) = c1, which the similarity leaves in place
         c0 = ((start.left + start.right) / 2, (start.top + start.bottom) / 2)
-        c1 = ((end.left + end.right) / 2, (end.top + end.bottom) / 2)
-        fixed = ((c1[0] - k * c0[0]) / (1 - k), (c1[1] - k * c0[1]) / (1 - k))
+        c1 = (ox + side / 2, oy + side / 2)
+        fixed = ((c1[0] - ratio * c0[0]) / (1 - ratio), (c1[1] - ratio * c0[1]) / (1 - ratio))
     else:
         fixed = (ox + side / 2, oy + side / 2)
-    return ZoomPath(start=start, fixed=fixed, ratio=k)
+    return ZoomPath(start=start, fixed=fixed, ratio=ratio, end=sharp if loop else 1.0)
 
 
 def ease(tau: float, ramp: float) -> float:
@@ -117,9 +147,11 @@ def ease(tau: float, ramp: float) -> float:
 
 
 def progress_at(t: int, frames: int, settings: VideoSettings) -> float:
-    """Zoom progress of frame ``t``. Looping, frames sit at ``(t + 1) / frames`` so the last one
-    completes the descent (and, through the cross-fade, shows the whole canvas again) and the
-    first is one ordinary step in; otherwise the first frame is the canvas, the last the target."""
+    """Zoom progress of frame ``t``. Looping, frames sit at ``(t + 1) / frames`` of the whole
+    descent, so the last one completes it (and, through the cross-fade, shows the whole canvas
+    again) and the first is one ordinary step in; past the camera's sharp stop
+    (`ZoomPath.end`) `hypermosaic.video.run.zoom_frames` shows the miniature alone. Otherwise
+    the first frame is the canvas, the last the target."""
     if settings.loop:
         return ease((t + 1) / frames, settings.ease)
     return ease(t / (frames - 1), settings.ease)
@@ -134,16 +166,20 @@ def smoothstep(x: float) -> float:
 def canvas_rect(
     view: View, canvas: int, width: int, height: int
 ) -> tuple[int, int, int, int] | None:
-    """The even-aligned pixel rectangle ``(x0, y0, x1, y1)`` of a frame showing ``view`` where the
-    canvas lies, or None if it covers no pixel."""
+    """The even-aligned pixel rectangle ``(x0, y0, x1, y1)`` of a frame showing ``view`` that
+    holds every pixel the canvas touches (rounded outwards, so it may reach a pixel or two past
+    the canvas edge), or None if the canvas covers no part of the frame."""
     sx = width / (view.right - view.left)
     sy = height / (view.bottom - view.top)
 
-    def even(value: float, limit: int) -> int:
-        return min(limit, max(0, 2 * round(value / 2)))
+    def down(value: float, limit: int) -> int:
+        return min(limit, max(0, 2 * math.floor(value / 2 + 1e-9)))
 
-    x0, x1 = even(-view.left * sx, width), even((canvas - view.left) * sx, width)
-    y0, y1 = even(-view.top * sy, height), even((canvas - view.top) * sy, height)
+    def up(value: float, limit: int) -> int:
+        return min(limit, max(0, 2 * math.ceil(value / 2 - 1e-9)))
+
+    x0, x1 = down(-view.left * sx, width), up((canvas - view.left) * sx, width)
+    y0, y1 = down(-view.top * sy, height), up((canvas - view.top) * sy, height)
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1

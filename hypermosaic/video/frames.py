@@ -1,10 +1,12 @@
 """Frames rendered from a build's node images: a pure function of the view.
 
 `FrameRenderer` draws the view of the canvas a frame shows from the shallowest depth whose
-nodes are sharp enough, never enlarging a node where a sharper one is stored. The nodes around
-the view are pasted once into a region, converted to YUV once, and the following frames are
-resampled from it; decoded nodes are kept, reduced, in a byte-capped `NodeCache` that several
-renderers may share. Memory stays flat however long the video: a few regions and the cache.
+nodes are sharp enough, never enlarging a node where a sharper one is stored, on a `BACKGROUND`
+wherever the view leaves the canvas. The nodes around the view are pasted once into a region,
+converted to YUV once, and the following frames are resampled from it; decoded nodes are kept,
+reduced, in a byte-capped `NodeCache` that several renderers may share, and decoded on a few
+threads (``threads``: it changes the speed, never the pixels). Memory stays flat however long
+the video: a few regions and the cache.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from PIL import Image, UnidentifiedImageError
 from hypermosaic.errors import InputError
 from hypermosaic.store import Store
 from hypermosaic.tree import Address, Plan
-from hypermosaic.video.camera import View, ladder_side, level_for, mip_for
+from hypermosaic.video.camera import View, canvas_rect, ladder_side, level_for, mip_for
 from hypermosaic.video.planes import Planes, rgb_to_planes
 
 __all__ = [
+    "BACKGROUND",
     "BLEND",
     "DECODE_THREADS",
     "MARGIN",
     "NODE_CACHE_BYTES",
+    "PAD",
     "FrameRenderer",
     "NodeCache",
+    "background_planes",
 ]
 
 MARGIN = 0.02
@@ -38,6 +43,20 @@ BLEND = 0.2
 """Fraction of a level (in zoom) over which the next depth fades in before it takes over."""
 NODE_CACHE_BYTES = 192 << 20
 DECODE_THREADS = 2
+"""Threads decoding node images unless told otherwise (``--workers``)."""
+BACKGROUND = (0, 0, 0)
+"""The RGB colour around the canvas, where a view (the whole mosaic fitted) leaves it."""
+PAD = 8
+"""Pixels of `BACKGROUND` (even, for 4:2:0) added to a region where it meets the canvas edge, so
+a frame resamples the edge against the background at sub-pixel accuracy."""
+
+
+def background_planes(width: int, height: int) -> Planes:
+    """A width x height frame of `BACKGROUND` (exactly what `rgb_to_planes` makes of it)."""
+    y, u, v = (int(p[0, 0]) for p in rgb_to_planes(Image.new("RGB", (2, 2), BACKGROUND)))
+    return Planes(np.full((height, width), y, np.uint8),
+                  np.full((height // 2, width // 2), u, np.uint8),
+                  np.full((height // 2, width // 2), v, np.uint8))
 
 
 class NodeCache:
@@ -48,13 +67,16 @@ class NodeCache:
     reduced lets the following regions reuse them without decoding again, in bounded memory.
     """
 
-    def __init__(self, store: Store, size: int, limit: int) -> None:
-        self.store, self.size, self.limit = store, size, limit
+    def __init__(
+        self, store: Store, size: int, limit: int, threads: int = DECODE_THREADS
+    ) -> None:
+        self.store, self.size, self.limit, self.threads = store, size, limit, threads
         self._images: OrderedDict[tuple[Address, int], Image.Image] = OrderedDict()
         self._bytes = 0
 
     def get_many(self, addresses: list[Address], mip: int) -> list[Image.Image]:
-        """The nodes at ``mip`` pixels; those not cached are decoded on a few threads.
+        """The nodes at ``mip`` pixels; those not cached are decoded on ``threads`` threads (and
+        cached in the order asked, so the thread count never changes what is kept).
 
         Raises InputError for a node image that is unreadable or not the manifest's size.
         """
@@ -68,7 +90,7 @@ class NodeCache:
             else:
                 missing.append(address)
         if missing:
-            with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            with ThreadPoolExecutor(max_workers=self.threads) as pool:
                 for address, image in zip(
                     missing, pool.map(lambda a: self._decode(a, mip), missing), strict=True
                 ):
@@ -100,7 +122,9 @@ class NodeCache:
 
 @dataclass
 class _Region:
-    """Nodes of one depth pasted side by side at ``side`` pixels each, as YUV planes."""
+    """Nodes of one depth pasted side by side at ``side`` pixels each, as YUV planes, with `PAD`
+    pixels of background beyond each side that lies on the canvas edge. Region pixel (0, 0) is
+    canvas point ``(left, top)``; ``scale`` region pixels make one canvas pixel."""
 
     depth: int
     side: int
@@ -109,9 +133,13 @@ class _Region:
     rows: int
     cols: int
     span: int
+    left: float
+    top: float
+    scale: float
     planes: tuple[Image.Image, Image.Image, Image.Image]
 
     def covers(self, area: View) -> bool:
+        """Whether ``area`` (inside the canvas) lies within this region's nodes."""
         return (
             area.left >= self.col0 * self.span
             and area.right <= (self.col0 + self.cols) * self.span
@@ -121,15 +149,13 @@ class _Region:
 
     def sample(self, area: View, width: int, height: int) -> tuple[Image.Image, ...]:
         """Resample the canvas ``area`` to width x height planes (bilinear, antialiased when
-        reducing)."""
-        scale = self.side / self.span
-        x0, y0 = self.col0 * self.span, self.row0 * self.span
+        reducing). Past the canvas edge, by less than the padding, the area shows background."""
         luma = self.planes[0]
         left, top, right, bottom = (
-            min(max((area.left - x0) * scale, 0.0), luma.width),
-            min(max((area.top - y0) * scale, 0.0), luma.height),
-            min(max((area.right - x0) * scale, 0.0), luma.width),
-            min(max((area.bottom - y0) * scale, 0.0), luma.height),
+            min(max((area.left - self.left) * self.scale, 0.0), luma.width),
+            min(max((area.top - self.top) * self.scale, 0.0), luma.height),
+            min(max((area.right - self.left) * self.scale, 0.0), luma.width),
+            min(max((area.bottom - self.top) * self.scale, 0.0), luma.height),
         )
         half = (left / 2, top / 2, right / 2, bottom / 2)
         y = luma.resize((width, height), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
@@ -143,7 +169,9 @@ class _Region:
 class FrameRenderer:
     """Renders views of a build's canvas from its node images, one frame at a time.
 
-    For a view it picks the shallowest depth whose nodes are at least as sharp as the frame
+    The canvas is drawn where the view holds it and `BACKGROUND` elsewhere (the opening view
+    shows the whole mosaic fitted to the frame's short side). For the canvas part it picks the
+    shallowest depth whose nodes are at least as sharp as the frame
     (`level_for`: no blurry upscale where a sharper node exists), pastes the nodes around the view,
     each scaled once to a common side of 1x to `OVERSAMPLE` x the frame's resolution, into a region,
     converts that to YUV once, and resamples each following frame from it until the camera needs
@@ -152,44 +180,60 @@ class FrameRenderer:
     so a node never pops into its children. A node the build did not expand (focus) is cut from
     its deepest stored ancestor. Memory: at most two regions (the level shown and the one fading
     in) and a byte-capped cache of decoded nodes, which renderers of one build can share (pass
-    one renderer's ``nodes`` to another) so that a node decoded for one serves both.
+    one renderer's ``nodes`` to another) so that a node decoded for one serves both;
+    ``threads`` decode its nodes.
     """
 
     def __init__(
         self, store: Store, plan: Plan, width: int, height: int, blend: float = BLEND,
         cache_bytes: int = NODE_CACHE_BYTES, nodes: NodeCache | None = None,
+        threads: int = DECODE_THREADS,
     ) -> None:
         self.store, self.plan, self.width, self.height = store, plan, width, height
         self.blend = blend
-        self.nodes = nodes if nodes is not None else NodeCache(store, plan.size, cache_bytes)
+        self.nodes = (nodes if nodes is not None
+                      else NodeCache(store, plan.size, cache_bytes, threads))
+        self._background = background_planes(width, height)
         self._regions: dict[int, _Region] = {}
         self.regions_built = 0
 
-    def render(self, view: View, rect: tuple[int, int, int, int] | None = None) -> Planes:
-        """The frame showing ``view``, or only its pixels in ``rect`` (even-aligned
-        ``(x0, y0, x1, y1)``, where the canvas must lie: parts outside are clamped to its edge).
+    def render(self, view: View) -> Planes:
+        """The frame showing ``view``: the canvas where the view holds it, `BACKGROUND` around.
 
         Raises InputError for a node image that cannot be read.
         """
-        x0, y0, x1, y1 = rect or (0, 0, self.width, self.height)
+        rect = canvas_rect(view, self.plan.canvas_size, self.width, self.height)
+        if rect is None:
+            return Planes(*(plane.copy() for plane in self._background))
+        if rect == (0, 0, self.width, self.height):
+            return self._render_canvas(view, rect)
+        x0, y0, x1, y1 = rect
+        frame = Planes(*(plane.copy() for plane in self._background))
+        inner = self._render_canvas(view, rect)
+        frame.y[y0:y1, x0:x1] = inner.y
+        for plane, part in ((frame.u, inner.u), (frame.v, inner.v)):
+            plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = part
+        return frame
+
+    def _render_canvas(self, view: View, rect: tuple[int, int, int, int]) -> Planes:
+        """The pixels of ``rect`` (even-aligned ``(x0, y0, x1, y1)``, holding the canvas part
+        of the frame and at most a pixel or two past its edge, which show background)."""
+        x0, y0, x1, y1 = rect
         pixel = (view.right - view.left) / self.width
         pixel_y = (view.bottom - view.top) / self.height
         canvas = self.plan.canvas_size
-
-        def clamp(value: float) -> float:
-            return min(max(value, 0.0), float(canvas))
-
-        area = View(
-            clamp(view.left + x0 * pixel), clamp(view.top + y0 * pixel_y),
-            clamp(view.left + x1 * pixel), clamp(view.top + y1 * pixel_y),
-        )
+        # the canvas area under rect, as it is (past the edge by under a pixel or two: the
+        # regions' padding shows background there) and clamped to the canvas (which nodes)
+        area = View(view.left + x0 * pixel, view.top + y0 * pixel_y,
+                    view.left + x1 * pixel, view.top + y1 * pixel_y)
+        inside = View(*(min(max(edge, 0.0), float(canvas)) for edge in area))
         depth = level_for(self.plan, pixel)
         weight = self.deeper_weight(depth, pixel)
         keep = {depth, depth + 1} if weight > 0 else {depth}
         self._regions = {d: r for d, r in self._regions.items() if d in keep}
-        planes = self._region(area, pixel, depth).sample(area, x1 - x0, y1 - y0)
+        planes = self._region(inside, pixel, depth).sample(area, x1 - x0, y1 - y0)
         if weight > 0:
-            deeper = self._region(area, pixel, depth + 1).sample(area, x1 - x0, y1 - y0)
+            deeper = self._region(inside, pixel, depth + 1).sample(area, x1 - x0, y1 - y0)
             planes = tuple(
                 Image.blend(a, b, weight) for a, b in zip(planes, deeper, strict=True)
             )
@@ -227,8 +271,13 @@ class FrameRenderer:
         row0 = max(0, math.floor((area.top - my) / span))
         row1 = min(cells, max(row0 + 1, math.ceil((area.bottom + my) / span)))
         rows, cols = row1 - row0, col1 - col0
-        # 2. paste each, scaled to side x side
-        mosaic = Image.new("RGB", (cols * side, rows * side))
+        # 2. paste each, scaled to side x side, with background padding at the canvas edges
+        pad_left, pad_top = PAD * (col0 == 0), PAD * (row0 == 0)
+        pad_right, pad_bottom = PAD * (col1 == cells), PAD * (row1 == cells)
+        mosaic = Image.new(
+            "RGB", (cols * side + pad_left + pad_right, rows * side + pad_top + pad_bottom),
+            BACKGROUND,
+        )
         spots = [(row, col) for row in range(row0, row1) for col in range(col0, col1)]
         addresses = [_address_at(self.plan, depth, row, col) for row, col in spots]
         stored = [address for address in addresses if self.store.has(address)]
@@ -237,15 +286,17 @@ class FrameRenderer:
         for (row, col), address in zip(spots, addresses, strict=True):
             image = images.get(address)
             tile = self._cut(address, side) if image is None else _fit(image, side)
-            mosaic.paste(tile, ((col - col0) * side, (row - row0) * side))
+            mosaic.paste(tile, ((col - col0) * side + pad_left, (row - row0) * side + pad_top))
         mosaic = _even(mosaic)
         # 3. to YUV once; frames resample the planes
         planes = rgb_to_planes(mosaic)
         del mosaic
         y, u, v = (Image.fromarray(np.ascontiguousarray(p)) for p in planes)
+        scale = side / span
         return _Region(
             depth=depth, side=side, row0=row0, col0=col0, rows=rows, cols=cols, span=span,
-            planes=(y, u, v),
+            left=col0 * span - pad_left / scale, top=row0 * span - pad_top / scale,
+            scale=scale, planes=(y, u, v),
         )
 
     def _cut(self, address: Address, side: int) -> Image.Image:

@@ -8,6 +8,8 @@ later step takes the validated settings as they are.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "Codec",
     "VideoSettings",
     "check_inputs",
+    "check_workers",
     "default_out",
     "frame_count",
     "settings_from_options",
@@ -122,8 +125,8 @@ def settings_from_options(
 ) -> VideoSettings:
     """The settings ``hypermosaic video``'s options ask for, with the defaults that depend on
     the file filled in: a ``.gif`` (or ``gif``) is a `GIF_SIZE`, `GIF_FPS` preview; the codec
-    is vp9 for a ``.webm``, else h264. Unset ``size`` and ``fps`` (or an ``fps`` of 0) take
-    their defaults.
+    is vp9 for a ``.webm``, else h264. Only an unset (None) ``size`` or ``fps`` takes its
+    default: an ``fps`` of 0 is kept, for `check_inputs` to refuse like any other bad value.
 
     Raises InputError when a codec is asked of a GIF. The rest is `check_inputs`'s.
     """
@@ -133,33 +136,59 @@ def settings_from_options(
         codec = "gif" if gif else ("vp9" if suffix == ".webm" else "h264")
     elif gif:
         raise InputError("--codec does not apply to --gif")
-    width, height = size or (GIF_SIZE if gif else DEFAULT_SIZE)
+    width, height = (GIF_SIZE if gif else DEFAULT_SIZE) if size is None else size
+    if fps is None:
+        fps = GIF_FPS if gif else DEFAULT_FPS
     return VideoSettings(
-        width=width, height=height, fps=fps or (GIF_FPS if gif else DEFAULT_FPS),
+        width=width, height=height, fps=fps,
         seconds=seconds, seconds_per_level=seconds_per_level, codec=codec, crf=crf,
         preset=preset, path=path, ease=ease, drift=drift, loop=loop, fade=fade,
     )
 
 
-def check_inputs(settings: VideoSettings, out_file: Path) -> None:
-    """Reject bad settings before any work; the message names the option and its value.
+def _number(option: str, value: object, integer: bool = False) -> float:
+    """``value`` as a number, or InputError naming ``option``: a boolean is not a number (in
+    Python ``True == 1``), nor is NaN, nor (where ``integer``) a float."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        want = "an integer" if integer else "a number"
+        raise InputError(f"{option} {value!r}: not {want}")
+    if math.isnan(float(value)):
+        raise InputError(f"{option} {value}: not a number")
+    return float(value)
+
+
+def check_workers(workers: object) -> None:
+    """Refuse a ``--workers`` that is not a whole number of at least 1 (None is the default).
 
     Raises InputError.
     """
-    if settings.width <= 0 or settings.height <= 0 or settings.width % 2 or settings.height % 2:
+    if workers is not None and _number("--workers", workers, integer=True) < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+
+
+def check_inputs(settings: VideoSettings, out_file: Path) -> None:
+    """Reject bad settings before any work; the message names the option and its value.
+    Booleans and NaN are refused where a number is asked for.
+
+    Raises InputError.
+    """
+    width = _number("--size", settings.width, integer=True)
+    height = _number("--size", settings.height, integer=True)
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise InputError(
             f"--size {settings.width}x{settings.height}: width and height must be even and positive"
         )
-    if max(settings.width, settings.height) > 8192:
+    if max(width, height) > 8192:
         raise InputError(f"--size {settings.width}x{settings.height}: at most 8192 pixels a side")
-    if not 0 < settings.fps <= 240:
-        raise InputError(f"--fps {settings.fps}: must be in (0, 240]")
+    if not 0 < _number("--fps", settings.fps) <= 240:
+        raise InputError(f"--fps {settings.fps:g}: must be in (0, 240]")
     if settings.seconds is not None and settings.seconds_per_level is not None:
         raise InputError("give --seconds or --seconds-per-level, not both")
     for name, length in (("--seconds", settings.seconds),
                          ("--seconds-per-level", settings.seconds_per_level)):
-        if length is not None and not 0 < length <= 3600:
-            raise InputError(f"{name} {length}: must be in (0, 3600]")
+        if length is not None and not 0 < _number(name, length) <= 3600:
+            raise InputError(f"{name} {length:g}: must be in (0, 3600]")
     codec = CODECS.get(settings.codec)
     if codec is None:
         raise InputError(f"--codec {settings.codec}: choose one of h264, vp9, av1 (or --gif)")
@@ -172,16 +201,16 @@ def check_inputs(settings: VideoSettings, out_file: Path) -> None:
     low, high = codec.crf_range
     if settings.crf is not None and settings.codec == "gif":
         raise InputError("--crf does not apply to a GIF")
-    if settings.crf is not None and not low <= settings.crf <= high:
+    if settings.crf is not None and not low <= _number("--crf", settings.crf, True) <= high:
         raise InputError(f"--crf {settings.crf}: {settings.codec} takes {low} to {high}")
     if settings.preset is not None and settings.preset not in codec.presets:
         raise InputError(
             f"--preset {settings.preset}: {settings.codec} takes " + ", ".join(codec.presets)
         )
-    if not 0 <= settings.ease <= 0.5:
-        raise InputError(f"--ease {settings.ease}: must be in [0, 0.5]")
-    if not 0 <= settings.fade <= 3600:
-        raise InputError(f"--fade {settings.fade}: must be in [0, 3600]")
+    if not 0 <= _number("--ease", settings.ease) <= 0.5:
+        raise InputError(f"--ease {settings.ease:g}: must be in [0, 0.5]")
+    if not 0 <= _number("--fade", settings.fade) <= 3600:
+        raise InputError(f"--fade {settings.fade:g}: must be in [0, 3600]")
     if settings.loop and not settings.drift:
         raise InputError(
             "--no-drift needs --no-loop: only the drifting zoom ends framing the target as it "

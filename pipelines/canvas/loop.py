@@ -31,6 +31,11 @@ through the VAE). Brushes, for their first ``bootstrap_steps``, see their own ar
 a plain white background noised to the step's level (StreamMultiDiffusion's bootstrapping),
 so that their prompts stay apart. The initial noise and every random draw come from CPU
 generators seeded by the plan: the same plan gives the same pixels on any device.
+
+A Mixture of Diffusers plan (``plan.compat``, its JSON configs) guides every window whatever
+its scale and builds ``ddim`` and ``lms`` as it does (`canvas_scheduler`). Latents that are not
+finite (a model that overflowed in float16) stop the canvas with `BuildError` at the step they
+appear, and so does a VAE that decodes them so: no NaN ever reaches an image.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ import numpy as np
 import torch
 
 from hypermosaic.canvas.plan import CELL, CanvasPlan, check_window_stride
-from hypermosaic.errors import InputError
+from hypermosaic.canvas.regions import MOD
+from hypermosaic.errors import BuildError, InputError
 from hypermosaic.pipelines.canvas.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
 from hypermosaic.pipelines.canvas.windows import (
     TextRows,
@@ -62,8 +68,11 @@ from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
 from hypermosaic.tiling import Box
 
 __all__ = [
+    "MOD_SCHEDULERS",
     "CallSize",
     "StepCallback",
+    "canvas_scheduler",
+    "check_finite",
     "check_pipeline",
     "cpu_vae",
     "encode_texts",
@@ -73,6 +82,40 @@ __all__ = [
 
 StepCallback = Callable[[int, int], None]
 WHITE = 255
+
+# Mixture of Diffusers' schedulers (generate_grid_from_json.py): a default DDIMScheduler(), and
+# LMS with Stable Diffusion 1's betas; not built from the model's scheduler config.
+MOD_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {"beta_start": 0.00085, "beta_end": 0.012,
+                                     "beta_schedule": "scaled_linear",
+                                     "num_train_timesteps": 1000}),
+}
+
+
+def canvas_scheduler(plan: CanvasPlan, own: Any) -> Any:
+    """A fresh scheduler of ``plan.scheduler`` for the model whose scheduler is ``own``.
+
+    From ``own``'s config (`make_scheduler`), except for ``ddim`` and ``lms`` in a Mixture of
+    Diffusers plan, which are built as Mixture of Diffusers builds them (`MOD_SCHEDULERS`),
+    keeping only the model's ``prediction_type`` (so that a v-prediction model still works).
+    """
+    if plan.compat != MOD or plan.scheduler not in MOD_SCHEDULERS:
+        return make_scheduler(plan.scheduler, own)
+    import diffusers
+
+    class_name, arguments = MOD_SCHEDULERS[plan.scheduler]
+    prediction = own.config.get("prediction_type", "epsilon")
+    return getattr(diffusers, class_name)(**arguments, prediction_type=prediction)
+
+
+def check_finite(latents: torch.Tensor, step: int, total: int) -> None:
+    """`BuildError` unless every latent is finite (``step`` of ``total`` just ran)."""
+    if not bool(torch.isfinite(latents).all()):
+        raise BuildError(
+            f"canvas: the latents hold NaN or infinite values after step {step} of {total}; "
+            'the model overflowed (in float16, try dtype = "float32"); nothing was written'
+        )
 
 
 @dataclass
@@ -224,9 +267,9 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     """Generate the canvas of ``plan`` with ``pipe``; returns ``(H, W, 3)`` uint8 RGB.
 
     ``pipe`` is a Stable Diffusion pipeline (`hypermosaic.pipelines.models.load_pipeline`);
-    its scheduler is not touched (a fresh one of ``plan.scheduler`` is made from its config).
+    its scheduler is not touched (a fresh one of ``plan.scheduler`` is made, `canvas_scheduler`).
     ``callback(step, steps)`` runs after each denoising step. Raises `InputError` for a model
-    the canvas cannot use.
+    the canvas cannot use, `BuildError` for latents or pixels that are not finite.
     """
     check_pipeline(pipe)
     unet, device = pipe.unet, pipe.unet.device
@@ -235,7 +278,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     vae_tile = plan.vae_tile // f
 
     # 1. Scheduler and timesteps (PNDM has more timesteps than steps: count timesteps).
-    scheduler = make_scheduler(plan.scheduler, pipe.scheduler)
+    scheduler = canvas_scheduler(plan, pipe.scheduler)
     scheduler.set_timesteps(plan.steps, device=device)
     timesteps = scheduler.timesteps
     total = len(timesteps)
@@ -299,6 +342,7 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         predictions = _predict(unet, windows, scaled, table, t, call, backgrounds)
         eps = blend(latents.shape, windows, predictions)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        check_finite(latents, i + 1, total)
         if callback is not None:
             callback(i + 1, total)
     for box, reference, start in images:

@@ -12,7 +12,9 @@ same scale, so regions of different mask types mix as they do there: ``constant`
 to ``exp(-12.5 (1 - 1/n)^2)`` of that peak at the edges of a side of ``n`` positions (about
 2.8e-4 absolute for n = 8, towards 1.5e-5 for long sides), ``quartic`` (the biweight kernel)
 peaks at 15/16 and is small but positive at the edges. All are separable: the outer product
-of a row and a column profile.
+of a row and a column profile. Mixture of Diffusers' tiling pipeline centres its gaussian rows
+at ``h / 2`` rather than ``(h - 1) / 2`` (half a position lower); its grid configs get that
+profile, `hypermosaic.canvas.plan.TILING_GAUSSIAN`.
 Everything here is numpy; `hypermosaic.pipelines.canvas.loop` moves the maps to the device.
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from hypermosaic.canvas.plan import TILING_GAUSSIAN
 
 __all__ = [
     "GAUSSIAN_VARIANCE",
@@ -42,9 +46,11 @@ def constant_profile(n: int) -> np.ndarray:
     return np.ones(n, np.float64)
 
 
-def gaussian_profile(n: int, variance: float = GAUSSIAN_VARIANCE) -> np.ndarray:
-    """Gaussian of variance ``variance`` (in units of ``n``) centred on ``(n - 1) / 2``."""
-    x = (np.arange(n) - (n - 1) / 2) / n
+def gaussian_profile(n: int, variance: float = GAUSSIAN_VARIANCE, centre: float | None = None
+                     ) -> np.ndarray:
+    """Gaussian of variance ``variance`` (in units of ``n``) centred on ``centre`` (by default
+    the middle, ``(n - 1) / 2``)."""
+    x = (np.arange(n) - ((n - 1) / 2 if centre is None else centre)) / n
     return np.exp(-(x * x) / (2 * variance)) / math.sqrt(2 * math.pi * variance)
 
 
@@ -73,8 +79,15 @@ def profile(kind: str, n: int) -> np.ndarray:
 
 
 def region_weights(kind: str, height: int, width: int, weight: float = 1.0) -> np.ndarray:
-    """A box region's ``(height, width)`` float32 weights: profiles' outer product x ``weight``."""
-    return (np.outer(profile(kind, height), profile(kind, width)) * weight).astype(np.float32)
+    """A box region's ``(height, width)`` float32 weights: profiles' outer product x ``weight``.
+
+    ``kind`` is a key of `PROFILES`, or `TILING_GAUSSIAN` (rows centred at ``height / 2``).
+    """
+    if kind == TILING_GAUSSIAN:
+        rows, cols = gaussian_profile(height, centre=height / 2), gaussian_profile(width)
+    else:
+        rows, cols = profile(kind, height), profile(kind, width)
+    return (np.outer(rows, cols) * weight).astype(np.float32)
 
 
 def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:

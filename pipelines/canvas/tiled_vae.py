@@ -13,7 +13,8 @@ pixel) plus one tile's activations, instead of the whole canvas's activations. A
 fits in one tile is decoded in one pass, exactly as diffusers does. Encoding (for image
 regions) is the mirror image, blended in latent space: besides the caller's uint8 image it
 holds the float32 latent buffers (the image's size over ``f * f``) and converts one tile's
-pixels to floats at a time.
+pixels to floats at a time. A tile that decodes to NaN or infinite values (a VAE overflowing in
+float16) raises `BuildError` rather than become black pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hypermosaic.errors import BuildError
 from hypermosaic.pipelines.img2img.engine import to_uint8
 from hypermosaic.tiling import window_spans
 
@@ -60,9 +62,15 @@ def _ramps(spans: list[tuple[int, int]], scale: int) -> list[np.ndarray]:
 
 @torch.no_grad()
 def _decode(vae: Any, latents: torch.Tensor) -> np.ndarray:
-    """One VAE pass: ``(1, C, h, w)`` scaled latents to ``(h*f, w*f, 3)`` float32 in [0, 1]."""
+    """One VAE pass: ``(1, C, h, w)`` scaled latents to ``(h*f, w*f, 3)`` float32 in [0, 1];
+    `BuildError` if it decodes values that are not finite."""
     latents = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     image = vae.decode(latents).sample
+    if not bool(torch.isfinite(image).all()):
+        raise BuildError(
+            "canvas: the VAE decoded NaN or infinite values (it overflowed; in float16 try "
+            'cpu_vae = true or dtype = "float32"); nothing was written'
+        )
     image = (image / 2 + 0.5).clamp(0, 1)
     return image[0].permute(1, 2, 0).float().cpu().numpy()
 

@@ -9,6 +9,10 @@ guided (`guided`) and all windows blended into one prediction for the canvas (`b
     eps = sum_j w_j * eps_j / sum_j w_j
     eps_j = eps_u + g_j * (sum_k a_k * eps_k - eps_u)       (classifier-free guidance, g_j > 1)
 
+Guidance of 1 or less switches classifier-free guidance off for that window (``eps_j`` is the
+conditioned prediction), except for a Mixture of Diffusers plan, which guides every window
+whatever its scale, as Mixture of Diffusers does.
+
 Pure tensor arithmetic on the CPU or the UNet's device; the denoising loop that drives it is
 `hypermosaic.pipelines.canvas.loop`.
 """
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from hypermosaic.canvas.plan import CELL, CanvasPlan
+from hypermosaic.canvas.regions import MOD
 from hypermosaic.pipelines.canvas.masks import gaussian_blur, region_weights
 from hypermosaic.tiling import Box, window_spans
 
@@ -80,8 +85,9 @@ def _window(
     rows: TextRows,
     keep: np.ndarray | None = None,
     cfg: bool = True,
+    always: bool = False,
 ) -> Window:
-    cfg = cfg and guidance > 1.0
+    cfg = cfg and (always or guidance > 1.0)
     total = sum(w for _, w in prompt)
     return Window(
         box=box,
@@ -103,8 +109,10 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
                    ) -> list[Window]:
     """One window per grid tile and text region: its box in latents, weighted by its profile.
 
-    ``cfg = False`` (guidance-embedded models) gives no window an unconditional row.
+    ``cfg = False`` (guidance-embedded models) gives no window an unconditional row; else a
+    window is guided when its guidance is above 1, or always in a Mixture of Diffusers plan.
     """
+    always = plan.compat == MOD
     windows = []
     for prompt in plan.prompts:
         top, bottom, left, right = (edge // f for edge in prompt.box)
@@ -118,6 +126,7 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
                 weight,
                 rows,
                 cfg=cfg,
+                always=always,
             )
         )
     return windows
@@ -155,6 +164,7 @@ def brush_windows(
                         rows,
                         None if keep is None else keep[top:bottom, left:right],
                         cfg=cfg,
+                        always=plan.compat == MOD,
                     )
                 )
     return windows
@@ -165,7 +175,9 @@ def blend(
 ) -> torch.Tensor:
     """The weighted average of window predictions: ``sum_j w_j eps_j / sum_j w_j``.
 
-    Positions no window weighs come out as NaN; plans are checked to leave none.
+    Positions no window weighs come out as NaN; plans are checked to leave none, and weights
+    are checked not to vanish in float32 (`hypermosaic.canvas.regions.WEIGHT_RANGE`). The loop
+    refuses non-finite latents, so a NaN never reaches an image.
     """
     device = predictions[0].device if predictions else "cpu"
     value = torch.zeros(latents_shape, device=device)

@@ -1,8 +1,9 @@
 """Real-ESRGAN in plain PyTorch: networks, weights, a ready upscaler and seamless tiling.
 
 - `networks`: `RRDBNet` and `SRVGGNetCompact`, with basicsr's parameter names.
-- `weights`: registry weights converted from ncnn (`ncnn_weights`) and cached; a user's
-  `.pth`/`.safetensors` read as plain tensors, its architecture recognised.
+- `weights`: registry weights converted from ncnn (`ncnn_weights`, with progress) and cached;
+  a user's `.pth`/`.safetensors` read as plain tensors, its architecture recognised, any
+  other file refused with one line naming it.
 - `upscaler`: the `Upscaler` callable on a device and dtype; `load_upscaler`,
   `describe_upscaler` (scale and default tile, without running the model).
 - `tiled`: overlapping feathered windows, handed out as bands of finished rows.
@@ -23,6 +24,7 @@ from hypermosaic.pipelines.esrgan.upscaler import (
 )
 from hypermosaic.pipelines.esrgan.weights import (
     build_model,
+    convert_registry_weights,
     load_model,
     model_scale,
     ncnn_model_files,
@@ -34,6 +36,7 @@ __all__ = [
     "SRVGGNetCompact",
     "Upscaler",
     "build_model",
+    "convert_registry_weights",
     "default_tile",
     "describe_upscaler",
     "enlarge",

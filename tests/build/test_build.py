@@ -126,9 +126,9 @@ def test_changed_settings_are_refused_unless_forced(examples_dir, tmp_path, dask
     deeper = build_mosaic(make_config(examples_dir, out), client=dask_client, publish=False)
     assert deeper.reused == 5 and deeper.computed == 16
     before = node_files(out)
-    with pytest.raises(InputError, match="different settings"):
+    with pytest.raises(InputError, match=r"different settings \(the level-1 settings changed\)"):
         build_mosaic(make_config(examples_dir, out, tiles={"strength": 0.2}), client=dask_client,
-                  publish=False)
+                     publish=False)
     assert node_files(out) == before
     forced = build_mosaic(make_config(examples_dir, out, tiles={"strength": 0.2}),
                        client=dask_client, force=True, publish=False)

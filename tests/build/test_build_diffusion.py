@@ -111,5 +111,6 @@ def test_a_changed_diffusion_batch_size_is_refused(
     assert build_mosaic(first, client=local_client, publish=False).ok
     other = first.model_copy(update={"diffusion": first.diffusion.model_copy(
         update={"batch_size": 2})})
-    with pytest.raises(InputError, match="different settings \\(depth 0 changes\\)"):
+    with pytest.raises(InputError, match="different settings \\(the primary image or the "
+                       "global settings changed\\)"):
         build_mosaic(other, client=local_client, publish=False)

@@ -8,7 +8,7 @@ import pytest
 from hypermosaic.build import build_mosaic
 from hypermosaic.errors import InputError
 from hypermosaic.images import decode, encode
-from hypermosaic.store import MANIFEST_NAME, PUBLISHED_NAMES, Store
+from hypermosaic.store import LOCK_NAME, MANIFEST_NAME, PUBLISHED_NAMES, Store
 from tests.helpers import make_config, node_files
 
 
@@ -36,11 +36,11 @@ def test_force_removes_the_stale_outputs_even_without_publishing(examples_dir, t
     (out / "notes.txt").write_text("mine")
     build_mosaic(make_config(examples_dir, out, depth=1, publish={"tiff": True}),
               client=dask_client)
-    written = {p.name for p in out.iterdir()} - {"nodes", MANIFEST_NAME, "notes.txt"}
+    written = {p.name for p in out.iterdir()} - {"nodes", MANIFEST_NAME, LOCK_NAME, "notes.txt"}
     assert written and written <= set(PUBLISHED_NAMES)  # clear() knows all a build writes
     changed = make_config(examples_dir, out, depth=1, tiles={"strength": 0.2})
     build_mosaic(changed, client=dask_client, force=True, publish=False)
-    assert {p.name for p in out.iterdir()} == {"nodes", MANIFEST_NAME, "notes.txt"}
+    assert {p.name for p in out.iterdir()} == {"nodes", MANIFEST_NAME, LOCK_NAME, "notes.txt"}
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -52,7 +52,8 @@ def test_a_changed_primary_image_is_refused_unless_forced(examples_dir, tmp_path
     build_mosaic(config, client=dask_client, publish=False)
     before = node_files(out)
     image.write_bytes((examples_dir / "images" / "coffee.png").read_bytes())
-    with pytest.raises(InputError, match="different settings \\(depth 0 changes\\)"):
+    with pytest.raises(InputError, match="different settings \\(the primary image or the "
+                       "global settings changed\\)"):
         build_mosaic(config, client=dask_client, publish=False)
     assert node_files(out) == before
     forced = build_mosaic(config, client=dask_client, force=True, publish=False)

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +173,53 @@ def test_a_tile_that_keeps_failing_exits_1_naming_it(tmp_path):
     assert last.startswith("Error: 4 nodes failed (1_0/0_0, 1_0/0_1, 1_0/1_0, 1_0/1_1)")
     assert "failed node 1_0/1_1" in result.output
     assert Store(out).has(((0, 1), (1, 1)))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--scheduler-address", "notaurl"), "--scheduler-address notaurl: not a scheduler "
+                                         "address (missing port number in address 'notaurl')"),
+    (("--device", "gpu0", "--engine", "diffusion", "--model", "m"),
+     "diffusion.device: unknown device 'gpu0'"),
+])
+def test_bad_options_exit_2_before_anything_is_written(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = _invoke(str(_write_config(tmp_path, "")), "--out", str(out), *args)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output
+    assert not out.exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_work(tmp_path):
+    (tmp_path / "file.txt").write_text("not a folder")
+    out = tmp_path / "file.txt" / "out"
+    result = _invoke(str(_write_config(tmp_path, "")), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: --out {out}: cannot write here (Not a directory)\n"
+
+
+_SMALL = 'size = 64\ngrid = 4\ndepth = 3\n[primary]\nimage = "{image}"\n'
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_status_130_and_no_worker_traceback(tmp_path, examples_dir):
+    """A terminal sends Ctrl-C to the whole process group: the client and its workers."""
+    config = tmp_path / "c.toml"
+    config.write_text(_SMALL.format(image=examples_dir / "images" / "chelsea.png"))
+    out = tmp_path / "out"
+    build = subprocess.Popen(
+        [sys.executable, "-m", "hypermosaic", "build", str(config), "--out", str(out),
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    nodes = out / "nodes"
+    for _ in range(600):  # at most 60 s, leaving once enough nodes are written
+        if build.poll() is not None or (nodes.is_dir() and len(list(nodes.rglob("*.png"))) > 80):
+            break
+        time.sleep(0.1)
+    assert build.poll() is None, build.communicate()
+    os.killpg(build.pid, signal.SIGINT)
+    _, err = build.communicate(timeout=60)
+    assert build.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.rstrip().splitlines()[-1] == (
+        f"interrupted: finished nodes are kept in {out}; run the same command again to resume")
+    assert len(list(nodes.rglob("*.png"))) > 80 and not list(out.rglob("*.tmp"))

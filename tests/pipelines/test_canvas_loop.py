@@ -251,7 +251,9 @@ def test_image_region_at_strength_zero_is_its_reference_through_the_vae(pipe, tm
 @pytest.mark.slow
 def test_json_example_and_toml_twin_give_the_same_image(tmp_path, tiny_dir):
     """The JSON example, shrunk, through the command line against its TOML twin, shrunk the
-    same way, planned and rendered in this process with the same model."""
+    same way and given Mixture of Diffusers' semantics (what JSON input gets: issue 11, point
+    4; its ``lms`` is not the model's), planned and rendered in this process with the same
+    model."""
     import json
 
     from click.testing import CliRunner
@@ -261,7 +263,8 @@ def test_json_example_and_toml_twin_give_the_same_image(tmp_path, tiny_dir):
     from hypermosaic.pipelines.models import load_pipeline
 
     small = {"steps": 1, "grid.tile_height": 32, "grid.tile_width": 32,
-             "grid.tile_row_overlap": 16, "grid.tile_col_overlap": 16}
+             "grid.tile_row_overlap": 16, "grid.tile_col_overlap": 16,
+             "compat": "mixture-of-diffusers"}
     plans = [plan_canvas(load_canvas_config(EXAMPLES / name, small))
              for name in ("forest.json", "forest.toml")]
     assert plans[0] == plans[1] and (plans[0].height, plans[0].width) == (32, 176)
@@ -450,3 +453,159 @@ def test_tiled_vae_blends_back_to_the_untiled_result():
     image = np.random.default_rng(1).integers(0, 256, (74, 106, 3)).astype(np.uint8)
     assert torch.allclose(encode_tiled(vae, image, 12, 4), encode_tiled(vae, image, 64, 0),
                           atol=1e-5)
+
+
+# --- no NaN reaches an image; Mixture of Diffusers' semantics for its configs (issue 11) -----
+
+
+def test_weights_that_vanish_stop_the_canvas_instead_of_writing_black(pipe):
+    """A plan whose weights underflow (configs refuse such a mask_weight) gives NaN latents:
+    refused at the first step, not decoded into a black image."""
+    from hypermosaic.errors import BuildError
+
+    plan = plan_of({"width": 32, "height": 32, "steps": 2, "seed": 1,
+                    "regions": [text(0, 32, 0, 32)]})
+    vanished = dataclasses.replace(plan, prompts=(
+        dataclasses.replace(plan.prompts[0], mask_weight=1e-40),))
+    steps: list[int] = []
+    with pytest.raises(BuildError, match="latents hold NaN or infinite values after step 1 of "
+                                         "2; .*nothing was written"):
+        render_canvas(pipe, vanished, lambda step, total: steps.append(step))
+    assert steps == []
+
+
+def test_a_vae_that_decodes_nan_is_an_error_not_black_pixels():
+    from hypermosaic.errors import BuildError
+
+    class NanVae(PointwiseVae):
+        def decode(self, z):
+            out = super().decode(z)
+            out.sample[..., 0, 0] = float("nan")
+            return out
+
+    with pytest.raises(BuildError, match="the VAE decoded NaN or infinite values"):
+        decode_tiled(NanVae(), torch.randn(1, 4, 6, 6), tile=64, overlap=0)
+
+
+def test_mod_guides_every_window_and_builds_its_own_schedulers(pipe):
+    from diffusers import DDIMScheduler, LMSDiscreteScheduler
+
+    from hypermosaic.pipelines.canvas.loop import canvas_scheduler
+    from hypermosaic.pipelines.canvas.windows import TextRows, prompt_windows
+
+    raw = {"width": 32, "height": 32, "scheduler": "ddim",
+           "regions": [text(0, 32, 0, 32, guidance=1.0), text(0, 32, 0, 32, guidance=0.5)]}
+    ours, theirs = plan_of(raw), plan_of({**raw, "compat": "mixture-of-diffusers"})
+    assert [w.cfg for w in prompt_windows(ours, 2, TextRows())] == [False, False]
+    guided = prompt_windows(theirs, 2, TextRows())
+    assert [(w.cfg, len(w.rows)) for w in guided] == [(True, 2), (True, 2)]
+    def settings(scheduler):
+        return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+
+    ddim = canvas_scheduler(theirs, pipe.scheduler)
+    assert type(ddim) is DDIMScheduler and settings(ddim) == settings(DDIMScheduler())
+    assert canvas_scheduler(ours, pipe.scheduler).config.beta_schedule == "scaled_linear"
+    lms = canvas_scheduler(dataclasses.replace(theirs, scheduler="lms"), pipe.scheduler)
+    reference = LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                     beta_schedule="scaled_linear", num_train_timesteps=1000)
+    assert type(lms) is LMSDiscreteScheduler and settings(lms) == settings(reference)
+    euler = canvas_scheduler(dataclasses.replace(theirs, scheduler="euler"), pipe.scheduler)
+    assert euler.config.beta_schedule == "scaled_linear"  # not one of its own: the model's
+
+
+MOD_GRID = {  # Mixture of Diffusers' JSON, with what it runs and we used to refuse
+    "prompt": [["a red house", "a lake"], ["a hill", "a forest"]],
+    "tile_height": 64, "tile_width": 64, "tile_row_overlap": 20, "tile_col_overlap": 28,
+    "gc": 7, "gc_tiles": [[None, 0.5], [60, None]], "seed": 21, "steps": 2,
+    "scheduler": "ddim", "seed_tiles": [[None, 5], [None, None]],
+    "seed_tiles_mode": "exclusive", "seed_reroll_regions": [[40, 90, 0, 30, 9]],
+}
+
+
+def mod_reference(pipe, spec: dict) -> tuple[torch.Tensor, np.ndarray]:
+    """Mixture of Diffusers' tiling pipeline as its README and paper describe it, written
+    out for the tiny model (CPU generators where it uses CUDA's): the initial latents and the
+    image. Pixels become latent indices by ``// 8``; every tile is guided; the gaussian weights'
+    rows peak at ``h / 2``; ``ddim`` is a default DDIMScheduler; the VAE decodes in one pass."""
+    from diffusers import DDIMScheduler
+
+    from tests.canvas.test_canvas_config import mod_exclusive_reference
+
+    prompts, seed = spec["prompt"], spec["seed"]
+    rows, cols = len(prompts), len(prompts[0])
+    th, tw, ro, co = (spec[k] for k in ("tile_height", "tile_width", "tile_row_overlap",
+                                        "tile_col_overlap"))
+
+    def box(r, c):
+        top, left = r * (th - ro), c * (tw - co)
+        return top // 8, (top + th) // 8, left // 8, (left + tw) // 8
+
+    height, width = th + (rows - 1) * (th - ro), tw + (cols - 1) * (tw - co)
+    latents = torch.randn((1, 4, height // 8, width // 8),
+                          generator=torch.Generator().manual_seed(seed))
+    for r in range(rows):
+        for c in range(cols):
+            tile_seed = spec["seed_tiles"][r][c]
+            if tile_seed is None:
+                continue
+            t0, t1, l0, l1 = box(r, c) if spec["seed_tiles_mode"] == "full" else (
+                v // 8 for v in mod_exclusive_reference(rows, cols, th, tw, ro, co, r, c))
+            latents[..., t0:t1, l0:l1] = torch.randn(
+                (1, 4, t1 - t0, l1 - l0), generator=torch.Generator().manual_seed(tile_seed))
+    for top, bottom, left, right, reroll in spec["seed_reroll_regions"]:
+        t0, t1, l0, l1 = top // 8, bottom // 8, left // 8, right // 8
+        latents[..., t0:t1, l0:l1] = torch.randn(
+            (1, 4, t1 - t0, l1 - l0), generator=torch.Generator().manual_seed(reroll))
+    initial = latents.clone()
+
+    def embed(text: str) -> torch.Tensor:
+        ids = pipe.tokenizer(text, padding="max_length", truncation=True, return_tensors="pt",
+                             max_length=pipe.tokenizer.model_max_length).input_ids
+        return pipe.text_encoder(ids)[0]
+
+    def gaussian(n, centre):
+        return np.exp(-((np.arange(n) - centre) / n) ** 2 / 0.02) / np.sqrt(2 * np.pi * 0.01)
+
+    h, w = th // 8, tw // 8
+    weights = torch.tensor(np.outer(gaussian(h, h / 2), gaussian(w, (w - 1) / 2)))
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(spec["steps"])
+    with torch.no_grad():
+        uncond = embed("")
+        for t in scheduler.timesteps:
+            value, total = torch.zeros_like(latents), torch.zeros_like(latents)
+            for r in range(rows):
+                for c in range(cols):
+                    t0, t1, l0, l1 = box(r, c)
+                    x = scheduler.scale_model_input(torch.cat([latents[..., t0:t1, l0:l1]] * 2), t)
+                    out = pipe.unet(x, t, encoder_hidden_states=torch.cat(
+                        [uncond, embed(prompts[r][c])])).sample
+                    u, cond = out.chunk(2)
+                    g = spec["gc_tiles"][r][c]
+                    eps = u + (spec["gc"] if g is None else g) * (cond - u)
+                    value[..., t0:t1, l0:l1] += eps * weights
+                    total[..., t0:t1, l0:l1] += weights
+            latents = scheduler.step(value / total, t, latents).prev_sample
+        image = (pipe.vae.decode(latents / 0.18215).sample / 2 + 0.5).clamp(0, 1)
+    return initial, to_uint8(image[0].permute(1, 2, 0).numpy())
+
+
+def test_mod_json_canvas_equals_mixture_of_diffusers(tmp_path):
+    """Overlaps that are not multiples of 8, a tile guided at 0.5 and one at 60, an exclusive
+    tile seed and a reroll box: the same initial noise and the same image as Mixture of
+    Diffusers' algorithm on the same model (the tiny SD with SD's 8x latent geometry)."""
+    import json
+    import warnings
+
+    from tests.tiny import tiny_pipeline
+
+    sd = tiny_pipeline(vae_factor=8)
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(MOD_GRID))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the floored overlaps are reported
+        plan = plan_canvas(load_canvas_config(path))
+    assert (plan.height, plan.width) == (104, 96)
+    initial, image = mod_reference(sd, MOD_GRID)
+    assert torch.equal(initial_noise(plan, 4, 8)[0], initial)
+    assert_same_image(render_canvas(sd, plan), image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,111 @@ def test_bad_model_arguments_name_the_problem(tmp_path: Path) -> None:
         esrgan.load_model(damaged)
 
 
+def _zip_of_text(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+
+
+def _srvgg_state(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
+    state = _tiny_models()[2].state_dict()
+    return {**state, **changes}
+
+
+# Files named like weights that are not Real-ESRGAN weights: how each is written, what its
+# one line says. Before, several raised IndexError, KeyError, ValueError or ZeroDivisionError
+# from torch.load or the architecture guess, and integer weights loaded.
+FOREIGN_WEIGHTS = {
+    "empty.pth": (lambda p: p.write_bytes(b""), "an empty file, not a PyTorch checkpoint"),
+    "random.pth": (lambda p: p.write_bytes(b"\x13" + np.random.default_rng(0).bytes(4095)),
+                   "not a PyTorch checkpoint (neither a zip archive nor a pickle"),
+    "text.pth": (lambda p: p.write_text("hello\n"), "not a PyTorch checkpoint"),
+    "byte.pth": (lambda p: p.write_bytes(b"\x80"), "not a readable PyTorch checkpoint (a pickle"),
+    "zip.pth": (_zip_of_text, "not a readable PyTorch checkpoint (a zip archive"),
+    "pickle.pth": (lambda p: p.write_bytes(pickle.dumps({"a": 1})),
+                   "not a readable PyTorch checkpoint"),
+    "numbers.pth": (lambda p: torch.save({"a": 1, "b": "x"}, p),
+                    "not a state dict of tensors ('a': int, not a tensor)"),
+    "empty-dict.pth": (lambda p: torch.save({}, p), "not a state dict of tensors (it holds an "
+                       "empty dict)"),
+    "other.pth": (lambda p: torch.save(torch.nn.Conv2d(3, 8, 3).state_dict(), p),
+                  "not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict"),
+    "rrdb-2d.safetensors": (
+        lambda p: save_file({"conv_first.weight": torch.zeros(8, 3),
+                             "body.0.rdb1.conv1.weight": torch.zeros(4)}, p),
+        "conv_first.weight is of shape (8, 3), not a convolution weight"),
+    "rrdb-no-last.safetensors": (
+        lambda p: save_file({"conv_first.weight": torch.zeros(8, 3, 3, 3),
+                             "body.0.rdb1.conv1.weight": torch.zeros(4, 8, 3, 3)}, p),
+        "conv_last.weight is missing"),
+    "rrdb-grey.safetensors": (
+        lambda p: save_file({**_tiny_models()[0].state_dict(),
+                             "conv_last.weight": torch.zeros(1, 16, 3, 3)}, p),
+        "RRDBNet with 1 output channels is not RGB"),
+    "srvgg-empty.safetensors": (
+        lambda p: save_file(_srvgg_state(**{"body.0.weight": torch.zeros(8, 0, 3, 3)}), p),
+        "body.0.weight is of shape (8, 0, 3, 3)"),
+    "srvgg-odd.safetensors": (
+        lambda p: save_file(_srvgg_state(**{"body.8.weight": torch.zeros(10, 8, 3, 3)}), p),
+        "SRVGGNetCompact from 3 channels to 10 is not RGB to RGB"),
+    "integers.safetensors": (
+        lambda p: save_file(_srvgg_state(**{"body.0.weight": torch.zeros(8, 3, 3, 3,
+                                                                         dtype=torch.int64)}), p),
+        "body.0.weight holds int64 values, not floating-point weights"),
+    "nan.safetensors": (
+        lambda p: save_file(_srvgg_state(**{"body.0.bias": torch.full((8,), float("nan"))}), p),
+        "body.0.bias holds NaN or infinite weights"),
+    "text.safetensors": (lambda p: p.write_text("hello"), "not a readable safetensors file"),
+}
+
+
+@pytest.mark.parametrize("name", FOREIGN_WEIGHTS)
+def test_foreign_weights_files_are_one_input_error_naming_the_file(name: str,
+                                                                   tmp_path: Path) -> None:
+    write, message = FOREIGN_WEIGHTS[name]
+    path = tmp_path / name
+    write(path)
+    for check in (esrgan.describe_upscaler, esrgan.load_model):
+        with pytest.raises(InputError) as error:
+            check(str(path))
+        assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+        assert "\n" not in str(error.value)
+
+
+def test_registry_weights_convert_once_reporting_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``describe_upscaler(on_weights=...)`` converts a registry model's weights up front,
+    one tick per weight array (so that a bar, not silence, covers the first use); later loads
+    read the cache."""
+    monkeypatch.setenv("HYPERMOSAIC_CACHE", str(tmp_path / "cache"))
+    seen: list[tuple[int, int]] = []
+    assert esrgan.describe_upscaler("fast", "cpu", lambda *tick: seen.append(tick)) == (4, 256)
+    assert seen == [(done, 53) for done in range(54)]  # 18 convolutions, their biases, PReLUs
+    assert (tmp_path / "cache" / "esrgan" / "realesr-animevideov3-x4.safetensors").is_file()
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted again despite the cache")
+
+    monkeypatch.setattr(weights, "ncnn_state_dict", no_conversion)
+    seen.clear()
+    esrgan.describe_upscaler("fast", "cpu", lambda *tick: seen.append(tick))
+    esrgan.load_upscaler("fast", device="cpu")
+    assert seen == []
+
+
+def test_a_cache_that_cannot_be_written_only_means_converting_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("HYPERMOSAIC_CACHE", str(tmp_path / "a-file" / "cache"))
+    reference = _ncnn_forward("realesr-animevideov3-x4", _photo_crop(16))
+    upscaler = esrgan.load_upscaler("fast", device="cpu", dtype="float32")
+    ours = upscaler(torch.from_numpy(_photo_crop(16).transpose(2, 0, 1).copy())[None])[0]
+    assert _psnr(ours.numpy(), reference) >= 80.0
+
+
 def test_bad_ncnn_files_are_an_input_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.param"
     bad.write_text("1234\n0 0\n")
@@ -270,6 +376,15 @@ def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` resolves to the CPU, whatever this machine has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_is_cuda_else_the_cpu_never_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-ESRGAN's own rule for the upscale command: MPS convolutions would change bytes."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    from hypermosaic.pipelines.esrgan.upscaler import resolve_device
+
+    assert resolve_device("auto") == torch.device("cpu")
 
 
 @pytest.mark.usefixtures("cpu_only")
@@ -310,8 +425,10 @@ def test_init_upscalers_follow_the_diffusion_dtype_rule(
         torch.bfloat16
     )
     assert esrgan.load_upscaler(path, device="cpu", tile=48).tile == 48
-    with pytest.raises(InputError, match="diffusion.device: unknown device 'gpu0'"):
+    with pytest.raises(InputError, match="--device: unknown device 'gpu0'"):  # the command's
         esrgan.load_upscaler(path, device="gpu0")
+    with pytest.raises(InputError, match="diffusion.device: unknown device 'gpu0'"):
+        esrgan.load_upscaler(path, device="gpu0", init=True)
     with pytest.raises(InputError, match="--dtype: unknown dtype 'half'"):
         esrgan.load_upscaler(path, device="cpu", dtype="half")
     with pytest.raises(InputError, match="diffusion.dtype: unknown dtype 'fp8'"):

@@ -120,6 +120,7 @@ def test_load_canvas_pipeline_resolves_then_loads(tiny_dir: Path, reference: np.
     """What a canvas worker loads: the same pipeline, ``auto`` or named device and dtype."""
     from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.set_verbosity_warning()  # as in a fresh worker
     pipe = load_canvas_pipeline(str(tiny_dir), "cpu", "float32")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     assert pipe.device == torch.device("cpu") and pipe.unet.dtype == torch.float32

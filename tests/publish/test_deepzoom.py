@@ -81,6 +81,7 @@ def test_other_tile_sizes_go_through_dzsave(built, tmp_path):
     assert root.get("TileSize") == "100" and width == 512
     top = max(int(p.name) for p in (config.out / "mosaic_files").iterdir() if p.name.isdigit())
     assert len(list((config.out / "mosaic_files" / str(top)).iterdir())) == 36
+    assert not (config.out / "mosaic_files" / "vips-properties.xml").exists()  # dzsave's own
 
 
 def test_focus_build_writes_a_sparse_pyramid(examples_dir, tmp_path, dask_client):

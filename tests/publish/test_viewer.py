@@ -269,3 +269,16 @@ def test_browser_zooms_into_the_deepest_level(published, serve_process):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_serve_refuses_a_folder_without_a_viewer_naming_the_builds_inside(published, tmp_path):
+    from click.testing import CliRunner
+
+    from hypermosaic.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", str(published.parent)])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {published.parent}: no viewer here (index.html); serve "
+                             f"one of the builds inside: {published}\n")
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path)])
+    assert result.exit_code == 2 and "not a published build" in result.output

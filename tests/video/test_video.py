@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 import weakref
 from collections import Counter
 from dataclasses import replace
@@ -15,23 +21,25 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from hypermosaic.build import build_mosaic
 from hypermosaic.build.config import build_config_from_dict
 from hypermosaic.cli import cli
 from hypermosaic.cli.video import _parse_size
-from hypermosaic.errors import InputError
+from hypermosaic.errors import InputError, Interrupted
 from hypermosaic.progress import Progress
+from hypermosaic.store import LOCK_NAME, folder_lock
 from hypermosaic.tree import parse_address
 from hypermosaic.video import VideoSettings, render_video
 from hypermosaic.video import run as video
-from hypermosaic.video.camera import View, canvas_rect, ease, level_for, progress_at, zoom_path
-from hypermosaic.video.encode import VideoWriter
+from hypermosaic.video.camera import View, ease, level_for, progress_at, zoom_path
+from hypermosaic.video.encode import GifEncoder, VideoWriter
 from hypermosaic.video.frames import FrameRenderer, NodeCache
 from hypermosaic.video.planes import planes_to_rgb, rgb_to_planes
 from hypermosaic.video.run import AHEAD, ahead, choose_path, open_build, zoom_frames
 from hypermosaic.video.settings import frame_count, settings_from_options
+from tests.helpers import per_frame_palette_gif
 
 W, H = 128, 72
 PATH = "1_0/0_1/0_1"  # a path whose zoom fixed point lies well inside the frame
@@ -119,10 +127,10 @@ def zoom_about(image: Image.Image, point: tuple[float, float], sigma: float) -> 
     return np.asarray(image.resize((W, H), Image.Resampling.BILINEAR, box=box), np.float32)
 
 
-def fixed_point_in_frame(mosaic: Path, target) -> tuple[float, float]:
+def fixed_point_in_frame(mosaic: Path, target, loop: bool = True) -> tuple[float, float]:
     """Where the camera's fixed point sits in the frame (frame pixels)."""
     _, plan = open_build(mosaic)
-    camera = zoom_path(plan, target, W, H)
+    camera = zoom_path(plan, target, W, H, loop=loop)
     start = camera.start
     return ((camera.fixed[0] - start.left) / (start.right - start.left) * W,
             (camera.fixed[1] - start.top) / (start.bottom - start.top) * H)
@@ -150,8 +158,8 @@ def test_zoom_is_exponential_measured_in_pixels(mosaic, tmp_path):
     result = render_video(mosaic, out, settings=settings(loop=False, path=PATH))
     frames = grey_frames(out)
     _, plan = open_build(mosaic)
-    camera = zoom_path(plan, result.target, W, H)
-    point = fixed_point_in_frame(mosaic, result.target)
+    camera = zoom_path(plan, result.target, W, H, loop=False)
+    point = fixed_point_in_frame(mosaic, result.target, loop=False)
     assert 8 < point[0] < W - 8 and 8 < point[1] < H - 8
     gap = 4
     expected = (1 / camera.ratio) ** (gap / (result.frames - 1))
@@ -173,8 +181,8 @@ def test_cli_ease_slows_the_zoom_at_both_ends(mosaic, tmp_path):
     assert len(frames) == 36
     _, plan = open_build(mosaic)
     target = parse_address(PATH)
-    ratio = zoom_path(plan, target, W, H).ratio
-    point = fixed_point_in_frame(mosaic, target)
+    ratio = zoom_path(plan, target, W, H, loop=False).ratio
+    point = fixed_point_in_frame(mosaic, target, loop=False)
     gap, starts = 4, (0, 16, 31)
     found = [measured_scale(frames, point, i, gap) for i in starts]
     expected = [(1 / ratio) ** (ease((i + gap) / 35, 0.3) - ease(i / 35, 0.3)) for i in starts]
@@ -224,21 +232,25 @@ def test_loop_closes_exactly_on_the_whole_canvas(mosaic):
 
 
 def preview_view(mosaic: Path, box, canvas: int, width: int, height: int) -> np.ndarray:
-    """The part of the build's preview.png under a canvas ``box``, at frame size."""
+    """The build's preview.png under a canvas ``box`` at frame size, black past the canvas."""
     preview = Image.open(mosaic / "preview.png").convert("RGB")
     scale = preview.width / canvas
-    crop = tuple(edge * scale for edge in box)
-    return np.asarray(preview.resize((width, height), Image.Resampling.BILINEAR, box=crop))
+    padded = Image.new("RGB", (3 * preview.width, 3 * preview.height))
+    padded.paste(preview, (preview.width, preview.height))  # room for boxes past the canvas
+    crop = tuple(edge * scale + preview.width for edge in box)
+    return np.asarray(padded.resize((width, height), Image.Resampling.BILINEAR, box=crop))
 
 
 def test_first_frame_matches_the_canvas_preview(mosaic, tmp_path):
-    """At 512 px the frames show the canvas at its full (leaf) resolution, like preview.png."""
+    """At 512x288 the frames show the canvas like preview.png: the first one whole (fitted to
+    the frame's height, black on either side), the looped one's last frame too."""
     store, plan = open_build(mosaic)
     assert Image.open(mosaic / "preview.png").width == plan.canvas_size == 512
     w, h = 512, 288
     camera = zoom_path(plan, choose_path(store, plan, None), w, h)
     big = settings(width=w, height=h, seconds=1)
     whole = preview_view(mosaic, camera.view(0), plan.canvas_size, w, h)
+    assert whole[:, :100].max() == 0 and whole[:, 412:].max() == 0  # the bands are black
     straight, _ = decode(
         render_video(mosaic, tmp_path / "a.mp4", settings=replace(big, loop=False)).path)
     assert mad(straight[0], whole) < 2.5
@@ -340,6 +352,8 @@ def test_incomplete_build_is_refused(mosaic, tmp_path):
 
 
 def test_an_interrupted_render_leaves_no_file(mosaic, tmp_path):
+    """Ctrl-C mid-render: `Interrupted` (exit status 130 on the command line) saying nothing was
+    written, the previous video untouched, no partial file (only the folder's lock file)."""
     out = tmp_path / "x.mp4"
     out.write_bytes(b"the previous video")
 
@@ -347,10 +361,10 @@ def test_an_interrupted_render_leaves_no_file(mosaic, tmp_path):
         if event.done == 3:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"^no video written; run the same command again$"):
         render_video(mosaic, out, settings=settings(), progress=stop)
     assert out.read_bytes() == b"the previous video"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "x.mp4"]
 
 
 def test_frames_are_made_ahead_one_at_a_time_and_errors_surface():
@@ -397,11 +411,11 @@ def test_camera_ends_on_the_target_with_drift_and_keeps_it_in_place_without(mosa
                 (centre[1] - view.top) / (view.bottom - view.top))
 
     drifting = zoom_path(plan, target, W, H)
-    end = drifting.view(1)
-    np.testing.assert_allclose(end, (x, y + side * (1 - H / W) / 2, x + side,
-                                     y + side * (1 + H / W) / 2), atol=1e-6)
-    np.testing.assert_allclose(drifting.view(0), (0, 512 * (1 - H / W) / 2, 512,
-                                                  512 * (1 + H / W) / 2), atol=1e-6)
+    end = drifting.view(1)  # the target whole, fitted to the frame's height, centred
+    np.testing.assert_allclose(end, (x + side * (1 - W / H) / 2, y, x + side * (1 + W / H) / 2,
+                                     y + side), atol=1e-6)
+    np.testing.assert_allclose(drifting.view(0), (512 * (1 - W / H) / 2, 0, 512 * (1 + W / H) / 2,
+                                                  512), atol=1e-6)
     straight = zoom_path(plan, target, W, H, drift=False)
     spots = [where(straight.view(u)) for u in np.linspace(0, 1, 7)]
     np.testing.assert_allclose(spots, [spots[0]] * 7, atol=1e-9)
@@ -580,7 +594,7 @@ def test_a_failing_writer_stops_the_render_thread(mosaic, tmp_path, monkeypatch)
         render_video(mosaic, tmp_path / "x.mp4", settings=settings(seconds=4))
     assert len(renderers) == 1  # it was running when writing failed
     assert not renderers[0].is_alive()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
 
 
 def test_camera_and_miniature_decode_each_node_once(mosaic, monkeypatch):
@@ -609,6 +623,346 @@ def test_camera_and_miniature_decode_each_node_once(mosaic, monkeypatch):
     FrameRenderer(store, plan, w, h).render(camera.view(progress_at(0, count, s)))
     first = set(decodes)
     decodes.clear()
-    outer = camera.view(progress_at(count - 2, count, s) - 1)
-    FrameRenderer(store, plan, w, h).render(outer, canvas_rect(outer, plan.canvas_size, w, h))
+    FrameRenderer(store, plan, w, h).render(camera.view(progress_at(count - 2, count, s) - 1))
     assert first & set(decodes)
+
+
+# --- issue 11: bad numbers, framing, sharp ending, GIF size, Ctrl-C, locks, workers -----------
+
+
+@pytest.mark.parametrize("fps", [0, 0.0, -1])
+def test_fps_zero_is_refused_like_a_negative_one(mosaic, tmp_path, fps):
+    """Only None means "the default": an fps of 0 is kept and refused, as -1 always was."""
+    assert settings_from_options(Path("a.mp4"), fps=fps).fps == fps
+    assert settings_from_options(Path("a.gif"), fps=None).fps == 15
+    with pytest.raises(InputError, match=rf"^--fps {fps:g}: must be in \(0, 240\]$"):
+        render_video(mosaic, tmp_path / "x.mp4", fps=fps)
+    result = CliRunner().invoke(cli, ["video", str(mosaic), "--out", str(tmp_path / "y.mp4"),
+                                      "--fps", str(fps)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: --fps {fps:g}: must be in (0, 240]"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"fps": True}, "--fps True: not a number"),
+    ({"fps": float("nan")}, "--fps nan: not a number"),
+    ({"width": True}, "--size True: not an integer"),
+    ({"seconds": False, "seconds_per_level": None}, "--seconds False: not a number"),
+    ({"crf": True}, "--crf True: not an integer"),
+    ({"ease": True}, "--ease True: not a number"),
+    ({"fade": float("nan")}, "--fade nan: not a number"),
+])
+def test_booleans_and_nan_are_not_numbers(mosaic, tmp_path, changes, message):
+    with pytest.raises(InputError, match=f"^{message}$"):
+        render_video(mosaic, tmp_path / "x.mp4", settings=replace(settings(), **changes))
+    with pytest.raises(InputError, match="--workers True: not an integer"):
+        render_video(mosaic, tmp_path / "x.mp4", workers=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def is_background(planes, window) -> bool:
+    """Whether the frame is exactly the black background (YUV 16, 128, 128) in ``window``
+    (x0, y0, x1, y1, even)."""
+    x0, y0, x1, y1 = window
+    half = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))
+    return bool((planes.y[y0:y1, x0:x1] == 16).all() and (planes.u[half] == 128).all()
+                and (planes.v[half] == 128).all())
+
+
+def test_first_frame_shows_the_whole_primary_fitted_on_a_background(mosaic):
+    """The opening frame holds the whole canvas (nothing cropped), fitted to the frame's height
+    and centred, on black; the looping video's last frame is exactly that frame."""
+    store, plan = open_build(mosaic)
+    w, h = 512, 288  # the canvas (512 px) at 288 px: drawn from the leaves, like preview.png
+    s = settings(width=w, height=h, seconds=1)
+    count = frame_count(s, 3)
+    target = choose_path(store, plan, None)
+    straight = zoom_path(plan, target, w, h, loop=False)
+    first = next(iter(zoom_frames(store, plan, straight, replace(s, loop=False), count, fade=0)))
+    x0 = (w - h) // 2
+    assert is_background(first, (0, 0, x0, h)) and is_background(first, (x0 + h, 0, w, h))
+    whole = preview_view(mosaic, straight.view(0), plan.canvas_size, w, h)
+    assert mad(planes_to_rgb(first), whole) < 2.5
+    *_, last = zoom_frames(store, plan, zoom_path(plan, target, w, h), s, count, fade=6)
+    for a, b in zip(last, first, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_canvas_edge_is_drawn_at_sub_pixel_accuracy(mosaic):
+    """While the canvas is narrower than the frame its edges fall between pixels: the edge
+    pixel mixes canvas and background in proportion, rather than snapping to whole pixels."""
+    store, plan = open_build(mosaic)
+    renderer = FrameRenderer(store, plan, W, H)
+    edge = 30.5  # the canvas's left edge, in frame pixels, at 4 canvas pixels per frame pixel
+    view = View(-edge * 4, 0, (W - edge) * 4, H * 4)
+    luma = renderer.render(view).y.astype(int)
+    assert (luma[:, :30] == 16).all()  # background
+    assert (luma[:, 31:] > 16).mean() > 0.99  # canvas
+    inside = luma[:, 32]
+    assert 16 < luma[:, 30].mean() < inside.mean()  # half canvas, half background
+
+
+def test_zoom_stops_where_a_leaf_pixel_is_a_frame_pixel(mosaic):
+    """With 64 px nodes in a 72 px high frame the camera stops before the target fills the
+    frame: a --no-loop video ends on the target centred and 64 px across, its pixels one to one
+    (not enlarged); looping, the camera stops at the same scale. No camera frame is ever finer
+    than the nodes."""
+    store, plan = open_build(mosaic)
+    target = choose_path(store, plan, None)
+    leaf = plan.span(3) / plan.size  # canvas pixels per node pixel at depth 3
+    sharp = 1 - np.log(72 / 64) / np.log(8)
+    s = settings(loop=False)
+    count = frame_count(s, 3)
+    straight = zoom_path(plan, target, W, H, loop=False)
+    assert straight.end == 1.0 and straight.ratio == pytest.approx((1 / 8) ** sharp)
+    last_view = straight.view(progress_at(count - 1, count, s))
+    assert (last_view.right - last_view.left) / W == pytest.approx(leaf)
+    *_, last = zoom_frames(store, plan, straight, s, count, fade=0)
+    x, y = plan.origin(target)
+    left, top = (x - last_view.left) / leaf, (y - last_view.top) / leaf
+    assert (left, top) == (pytest.approx((W - 64) / 2), pytest.approx((H - 64) / 2))
+    node = Image.open(store.node_path(target)).convert("RGB")
+    round_trip = planes_to_rgb(rgb_to_planes(node))
+    assert mad(planes_to_rgb(last)[4:68, 32:96], round_trip) < 1.5
+    looping = zoom_path(plan, target, W, H)
+    assert looping.end == pytest.approx(sharp)
+    for camera, loop in ((straight, False), (looping, True)):
+        for t in range(count):
+            u = progress_at(t, count, replace(s, loop=loop))
+            if u <= camera.end:  # the camera's frames (past the end: the miniature's)
+                view = camera.view(u)
+                assert (view.right - view.left) / W >= leaf * (1 - 1e-9)
+    # a 64 px node in a frame 64 px high or less is sharp all the way: the whole descent
+    assert zoom_path(plan, target, 96, 64).end == 1.0
+
+
+def test_loop_lands_on_the_fitted_canvas_after_the_sharp_stop(mosaic):
+    """Looping, the camera stops at its sharp end; the cross-fade ends on that frame, and from
+    there the miniature zooms on alone (the next descent's start, with background around it)
+    up to the last frame, the fitted canvas: each of those frames is exactly a fresh render of
+    the view one descent up, and no frame shows the nodes finer than they are."""
+    store, plan = open_build(mosaic)
+    camera = zoom_path(plan, choose_path(store, plan, None), W, H)
+    s = settings()
+    count = frame_count(s, 3)
+    progress = [progress_at(t, count, s) for t in range(count)]
+    last = max(t for t, u in enumerate(progress) if u <= camera.end)
+    assert last < count - 2  # frames past the sharp stop exist at this size
+    frames = list(zoom_frames(store, plan, camera, s, count, fade=12))
+    for t in range(last, count):
+        fresh = FrameRenderer(store, plan, W, H).render(camera.view(progress[t] - 1))
+        for a, b in zip(frames[t], fresh, strict=True):
+            np.testing.assert_array_equal(a, b)
+    before = FrameRenderer(store, plan, W, H).render(camera.view(progress[last - 1]))
+    assert mad(planes_to_rgb(frames[last - 1]), planes_to_rgb(before)) > 1  # mid-fade
+
+
+def test_a_frame_larger_than_the_whole_mosaic_is_refused(mosaic, tmp_path):
+    """At 1024x576 even the whole 512 px mosaic would be enlarged: no frame could be sharp."""
+    with pytest.raises(InputError, match=r"^--size 1024x576: the whole mosaic is 512 pixels"):
+        render_video(mosaic, tmp_path / "x.mp4", settings=settings(width=1024, height=576))
+    assert list(tmp_path.iterdir()) == []
+
+
+def gif_blocks(data: bytes) -> list[dict]:
+    """The image blocks of a GIF: offset, size, local colour table (or b""), transparency."""
+    assert data[:6] == b"GIF89a" and data[10] & 0x80  # a global colour table
+    pos, blocks, transparent = 13 + 3 * 2 ** ((data[10] & 7) + 1), [], False
+    while data[pos] != 0x3B:
+        if data[pos] == 0x21:  # an extension: graphic control (0xF9) or application
+            if data[pos + 1] == 0xF9:
+                transparent = bool(data[pos + 3] & 1)
+            pos += 2
+            while data[pos]:
+                pos += data[pos] + 1
+            pos += 1
+            continue
+        assert data[pos] == 0x2C
+        x, y, w, h = (int.from_bytes(data[pos + i:pos + i + 2], "little") for i in (1, 3, 5, 7))
+        flags = data[pos + 9]
+        pos += 10
+        local = b""
+        if flags & 0x80:
+            local = data[pos:pos + 3 * 2 ** ((flags & 7) + 1)]
+            pos += len(local)
+        pos += 1  # LZW minimum code size
+        start = pos
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+        blocks.append({"box": (x, y, w, h), "local": local, "transparent": transparent,
+                       "bytes": pos - start})
+        transparent = False
+    return blocks
+
+
+def test_gif_has_a_palette_per_scene_and_stores_only_what_changed(mosaic, tmp_path):
+    """The GIF decodes with PyAV and with Pillow to the same frames (count, size, pixels), close
+    to the video's; it has a few palettes, not one a frame; frames after the first are
+    differenced (transparent unchanged pixels, or a smaller rectangle); and it is much smaller
+    than the same frames each quantised to its own palette, as before."""
+    w, h, fps = 240, 136, 12.0
+    s = settings(width=w, height=h, seconds=3, crf=None, codec="gif")
+    out = render_video(mosaic, tmp_path / "zoom.gif", settings=s).path
+    by_av, stream = decode(out)
+    with Image.open(out) as image:
+        by_pillow = [np.asarray(frame.convert("RGB")).astype(np.int16)
+                     for frame in ImageSequence.Iterator(image)]
+    assert len(by_av) == len(by_pillow) == 36 and by_av[0].shape == (h, w, 3)
+    for a, b in zip(by_av, by_pillow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    store, plan = open_build(mosaic)
+    camera = zoom_path(plan, choose_path(store, plan, None), w, h)
+    rendered = [planes_to_rgb(p) for p in zoom_frames(store, plan, camera, s, 36, fade=12)]
+    assert max(mad(a, b) for a, b in zip(by_av, rendered, strict=True)) < 6
+    blocks = gif_blocks(out.read_bytes())
+    assert len(blocks) == 36
+    palettes = {block["local"] for block in blocks if block["local"]}
+    assert 1 + len(palettes) <= 6  # scenes, not frames
+    assert not blocks[0]["transparent"] and blocks[0]["box"] == (0, 0, w, h)
+    assert all(block["transparent"] for block in blocks[1:])
+    before = len(per_frame_palette_gif(rendered, fps))
+    assert out.stat().st_size < 0.75 * before
+
+
+def test_gif_encoder_stores_only_the_changed_rectangle(tmp_path):
+    """Frame differencing on synthetic frames: a still frame costs one transparent pixel, a
+    moving square only the rectangle it touched, and a new colour (pure red, which the first
+    frame's palette lacks) starts a new scene with a palette that has it."""
+    ramp = np.linspace(0, 255, 96).astype(np.uint8)
+    background = np.zeros((64, 96, 3), np.uint8)
+    background[..., 0], background[..., 1], background[..., 2] = ramp, 128, ramp[::-1]
+    moved = background.copy()
+    moved[10:20, 30:44] = (255, 0, 0)
+    path = tmp_path / "x.gif"
+    with path.open("wb") as handle:
+        gif = GifEncoder(handle, 96, 64, 10)
+        for frame in (background, background, moved):
+            gif.write(frame)
+        gif.close()
+    blocks = gif_blocks(path.read_bytes())
+    assert [block["box"] for block in blocks] == [(0, 0, 96, 64), (0, 0, 1, 1), (30, 10, 14, 10)]
+    assert gif.scenes == 2 and blocks[2]["local"] and not blocks[1]["local"]
+    with Image.open(path) as image:
+        durations = [frame.info.get("duration") for frame in ImageSequence.Iterator(image)]
+        frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    assert durations == [100, 100, 100]
+    np.testing.assert_array_equal(frames[1], frames[0])
+    assert (frames[2][10:20, 30:44] == (255, 0, 0)).all()
+    assert np.abs(frames[2].astype(int) - moved).max() <= 8
+
+
+def test_ctrl_c_on_the_command_line_is_one_line_and_status_130(mosaic, tmp_path, monkeypatch):
+    out = tmp_path / "x.mp4"
+    write = VideoWriter.write
+    calls: list[int] = []
+
+    def interrupted(self, planes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        write(self, planes)
+
+    monkeypatch.setattr(VideoWriter, "write", interrupted)
+    result = CliRunner().invoke(cli, ["video", str(mosaic), "--out", str(out), "--size",
+                                      f"{W}x{H}", "--fps", "8", "--seconds", "2"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == (
+        "interrupted: no video written; run the same command again")
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
+
+
+@pytest.mark.slow
+def test_sigint_to_the_command_prints_one_line(mosaic, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group) mid-render: status 130, one line on stderr,
+    no traceback from any thread, no partial file."""
+    out = tmp_path / "x.mp4"
+    command = [sys.executable, "-m", "hypermosaic", "video", str(mosaic), "--out", str(out),
+               "--size", "256x144", "--fps", "30", "--seconds", "600"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".x.mp4.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (  # after the progress bar
+        "interrupted: no video written; run the same command again")
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
+
+
+def test_a_folder_in_use_or_unwritable_is_refused_before_rendering(mosaic, tmp_path,
+                                                                   monkeypatch):
+    """One run writes an output folder at a time; a folder that cannot be made is refused with
+    one line naming --out. Both before a single frame is rendered."""
+    rendered: list[int] = []
+    render = FrameRenderer.render
+    monkeypatch.setattr(FrameRenderer, "render",
+                        lambda self, view: rendered.append(1) or render(self, view))
+    out = tmp_path / "videos" / "x.mp4"
+    with folder_lock(out.parent), pytest.raises(
+        InputError, match=r"videos: in use by another hypermosaic run \(pid \d+\)"
+    ):
+        render_video(mosaic, out, settings=settings())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match=r"^--out .*file: an existing file, not a folder$"):
+        render_video(mosaic, blocker / "x.mp4", settings=settings())
+    assert rendered == [] and not out.exists()
+    result = CliRunner().invoke(cli, ["video", str(mosaic), "--out", str(blocker / "x.mp4")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    # and a folder that does not exist yet is made
+    assert render_video(mosaic, tmp_path / "new" / "x.mp4", settings=settings(seconds=1)).frames
+
+
+def test_a_full_disk_while_encoding_is_one_line(mosaic, tmp_path, monkeypatch):
+    out = tmp_path / "x.mp4"
+    out.write_bytes(b"the previous video")
+    write = VideoWriter.write
+    calls: list[int] = []
+
+    def full(self, planes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise av.error.OSError(errno.ENOSPC, "No space left on device")
+        write(self, planes)
+
+    monkeypatch.setattr(VideoWriter, "write", full)
+    result = CliRunner().invoke(cli, ["video", str(mosaic), "--out", str(out), "--size",
+                                      f"{W}x{H}", "--fps", "8", "--seconds", "1"])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]  # after the progress bar
+    assert line.startswith(f"Error: {tmp_path}: the disk is full (")
+    assert "Traceback" not in result.output
+    assert out.read_bytes() == b"the previous video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "x.mp4"]
+    calls.clear()
+
+    def broken(self, planes):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(VideoWriter, "write", broken)
+    with pytest.raises(OSError, match="Input/output error"):  # not a full disk: as it was
+        render_video(mosaic, out, settings=settings())
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_workers_change_the_speed_not_the_bytes(mosaic, tmp_path, suffix):
+    """``--workers`` is the number of threads decoding node images: 1, 2 and 3 write the same
+    file, byte for byte."""
+    outs = []
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}{suffix}"
+        result = CliRunner().invoke(cli, [
+            "video", str(mosaic), "--out", str(out), "--size", "160x90", "--fps", "8",
+            "--seconds", "2", "--workers", str(workers)])
+        assert result.exit_code == 0, result.output
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    bad = CliRunner().invoke(cli, ["video", str(mosaic), "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers" in bad.output
