@@ -99,10 +99,17 @@ def check_writable(folder: Path, option: str = "--out") -> None:
         raise InputError(f"{option} {folder}: cannot write here ({exc.strerror or exc})") from None
 
 
-def disk_full(exc: OSError, folder: Path, needed: int | None = None) -> InputError | None:
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, folder: Path, needed: int | None = None) -> InputError | None:
     """The one-line `InputError` for a write that failed for lack of space (None for any
-    other error): names the folder and, when known, the space needed."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    other error): names the folder and, when known, the space needed. An `OSError` tells by
+    its errno; libvips' own error only by the system's words in its message."""
+    if isinstance(exc, OSError):
+        if exc.errno not in _NO_SPACE:
+            return None
+    elif not any(os.strerror(code) in str(exc) for code in _NO_SPACE):
         return None
     free = shutil.disk_usage(folder).free if folder.exists() else 0
     want = f"; about {needed / 2**30:,.1f} GiB more is needed" if needed else ""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyvips
 from distributed import Client
 
 from hypermosaic.build.checks import check_inputs, engine_spec, worker_threads
@@ -86,7 +87,7 @@ def build_mosaic(
     except KeyboardInterrupt:
         raise Interrupted(f"finished nodes are kept in {config.out}; run the same command "
                           "again to resume") from None
-    except OSError as exc:
+    except (OSError, pyvips.Error) as exc:  # libvips' own error when publishing
         full = disk_full(exc, Path(config.out), needed.disk)
         if full is None:
             raise

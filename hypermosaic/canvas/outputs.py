@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pyvips
 
 from hypermosaic.canvas.jobs import CanvasJob
 from hypermosaic.publish import staged_deepzoom
-from hypermosaic.store import atomic_path
+from hypermosaic.store import atomic_path, disk_full
 
 __all__ = ["PNG_MAX_PIXELS", "write_deepzoom", "write_image", "write_outputs"]
 
@@ -29,20 +27,12 @@ def write_outputs(job: CanvasJob, image: np.ndarray, upscaled: np.ndarray | None
 
     A full disk raises `OSError` with ``errno.ENOSPC`` (or ``EDQUOT``), whichever library
     wrote."""
-    with _vips_space_errors():
-        return _write_outputs(job, image, upscaled)
-
-
-@contextmanager
-def _vips_space_errors() -> Iterator[None]:
-    """Turn libvips' error for a full disk (or quota) into that `OSError`."""
     try:
-        yield
-    except pyvips.Error as exc:
-        for code in (errno.ENOSPC, errno.EDQUOT):
-            if os.strerror(code) in str(exc):
-                raise OSError(code, os.strerror(code)) from exc
-        raise
+        return _write_outputs(job, image, upscaled)
+    except pyvips.Error as exc:  # libvips says "No space left on device" in its words only
+        if disk_full(exc, job.config.out) is None:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
 
 
 def _write_outputs(job: CanvasJob, image: np.ndarray, upscaled: np.ndarray | None

@@ -11,8 +11,6 @@ renamed when complete, so an existing output is a finished one.
 
 from __future__ import annotations
 
-import errno
-import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -148,15 +146,6 @@ def _output(dst: Path) -> Iterator[Callable[[pyvips.Image], None]]:
         yield lambda image: _save(image, tmp, fmt)
 
 
-def _disk_full(exc: pyvips.Error, folder: Path) -> InputError | None:
-    """`hypermosaic.store.disk_full`'s line when libvips failed for lack of space (it reports
-    the system's words, ``No space left on device``, in its message), else None."""
-    for code in (errno.ENOSPC, errno.EDQUOT):
-        if os.strerror(code) in str(exc):
-            return disk_full(OSError(code, os.strerror(code)), folder)
-    return None
-
-
 def _interruptible(work: Callable[[], None], stop: threading.Event) -> None:
     """Run ``work`` (a libvips write pulling tiles through our callbacks) so that Ctrl-C
     stops it cleanly. In the main thread the work runs in a helper thread while this one
@@ -234,7 +223,7 @@ def upscale_file(
         except pyvips.Error as exc:
             if stream.error is not None:
                 raise stream.error from None
-            full = _disk_full(exc, job.dst.parent)
+            full = disk_full(exc, job.dst.parent)
             if full is not None:
                 raise full from None
             raise InputError(f"{job.dst}: cannot write ({vips_reason(exc)})") from None

@@ -120,3 +120,36 @@ def test_an_engine_that_cannot_load_stops_the_build_once(examples_dir, tmp_path,
         build_mosaic(make_config(examples_dir, tmp_path / "b"), client=client)
     assert loads == ["recolor"]
     assert not (tmp_path / "b" / "nodes").exists()
+
+
+def test_a_disk_that_fills_while_publishing_is_one_line_and_leaves_no_staging(
+        examples_dir, tmp_path, dask_client, monkeypatch):
+    """Python's own writes fail with ENOSPC, libvips' with its message: both are one line."""
+    import pyvips
+
+    import hypermosaic.publish.deepzoom as deepzoom
+    import hypermosaic.publish.run as publish_run
+
+    out = tmp_path / "b"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(deepzoom, "atomic_write", no_space)
+    with pytest.raises(InputError, match=rf"^{out}: the disk is full"):
+        build_mosaic(make_config(examples_dir, out, depth=1), client=dask_client)
+    monkeypatch.undo()
+
+    def vips_no_space(*args, **kwargs):
+        raise pyvips.Error("unable to write", "tiffsave: No space left on device")
+
+    monkeypatch.setattr(publish_run, "canvas_image", lambda *a, **k: type(
+        "Canvas", (), {"tiffsave": vips_no_space, "width": 128,
+                       "resize": lambda self, *a, **k: self,
+                       "pngsave_buffer": lambda self: b""})())
+    with pytest.raises(InputError, match=rf"^{out}: the disk is full"):
+        build_mosaic(make_config(examples_dir, out, depth=1, publish={"tiff": True}),
+                     client=dask_client)
+    assert not list(out.glob(".*staging*")) and not list(out.glob(".*.tmp"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and not manifest["published"]
