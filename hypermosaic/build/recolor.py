@@ -275,7 +275,8 @@ class RecolorEngine:
                 tile = self._to_space(init)
                 std = _stats(tile)[1]
                 scale = np.maximum(std, floor) / np.maximum(source_std, 1e-3)
-                new = self._from_space(detail_blend(tile, self._space(source, True) * scale))
+                detail = self._space(source, True) * scale
+                new = self._from_space(detail_blend(tile, detail, DETAIL_LOW))
             blended = (1 - job.strength) * init.astype(np.float32) + job.strength * new
             out[i] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
