@@ -6,6 +6,7 @@ Each subcommand parses its options, calls the library and reports. Library error
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -70,5 +71,18 @@ cli.add_command(upscale_command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="hypermosaic")
+    """Console-script entry point.
+
+    After Ctrl-C (status 130) the process ends at once, its one line printed: everything kept
+    was written atomically and the pools were closed while the interrupt unwound, but native
+    threads (libvips', torch's) may still be winding down, and letting the interpreter
+    finalise under them can abort it ("terminate called without an active exception").
+    """
+    try:
+        cli(prog_name="hypermosaic")
+    except SystemExit as exc:
+        if exc.code != 130:
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
