@@ -10,20 +10,11 @@ from typing import TextIO
 
 import click
 
+from hypermosaic.cli.options import device_option
 from hypermosaic.cli.progress import console, progress_bars
-from hypermosaic.identity import DTYPES, check_device
+from hypermosaic.identity import DTYPES
 
 __all__ = ["canvas_command"]
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--device`` checked as the config's ``device`` is."""
-    if value is None:
-        return None
-    try:
-        return check_device(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @contextmanager
@@ -49,7 +40,7 @@ def _one_line_warnings() -> Iterator[None]:
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**63 - 1), multiple=True,
               help="Canvas seed; repeat for several canvases (overrides the config's).")
 @click.option("--steps", type=click.IntRange(1, 1000), help="Denoising steps.")
-@click.option("--device", callback=_device, metavar="auto|cpu|cuda|cuda:N|mps",
+@click.option("--device", callback=device_option, metavar="auto|cpu|cuda|cuda:N|mps",
               help="Device of the diffusion models (auto: CUDA, else MPS, else the CPU); "
               "sets device.")
 @click.option("--dtype", type=click.Choice(DTYPES),

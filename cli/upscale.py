@@ -8,21 +8,14 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from hypermosaic.cli.options import device_option
 from hypermosaic.cli.progress import console, progress_bars
-from hypermosaic.identity import DTYPES, check_device
+from hypermosaic.identity import DTYPES
 
 if TYPE_CHECKING:
     from hypermosaic.upscale import UpscaleResult
 
 __all__ = ["upscale_command"]
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """``--device`` checked as every command checks it (`check_device`)."""
-    try:
-        return check_device(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("upscale")
@@ -36,7 +29,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--tile", type=click.IntRange(min=32), help="Tile side in input pixels.")
 @click.option("--format", "fmt", type=click.Choice(["tif", "png", "jpg", "dzi"]), default="tif",
               show_default=True, help="Output format when --out is a folder.")
-@click.option("--device", default="auto", show_default=True, callback=_device,
+@click.option("--device", default="auto", show_default=True, callback=device_option,
               metavar="auto|cpu|cuda|cuda:N|mps",
               help="Where the model runs. auto: CUDA, else MPS, else CPU.")
 @click.option("--dtype", type=click.Choice(DTYPES),

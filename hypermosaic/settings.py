@@ -9,6 +9,7 @@ read by `read_config_file`, overrides from the command line are laid over the ma
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from pathlib import Path
@@ -31,10 +32,16 @@ class Strict(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None and _is_numeric(field.annotation) and _holds_bool(value):
+        if _holds_bool(value) and _numeric_field(cls, info.field_name or ""):
             raise ValueError("a boolean (true or false), not a number")
         return value
+
+
+@functools.cache
+def _numeric_field(model: type[BaseModel], name: str) -> bool:
+    """Whether ``model``'s field ``name`` takes numbers but not booleans (worked out once)."""
+    field = model.model_fields.get(name)
+    return field is not None and _is_numeric(field.annotation)
 
 
 def _types(annotation: Any) -> set[Any]:
