@@ -44,8 +44,9 @@ from hypermosaic.video import VideoSettings, render_video
 from hypermosaic.video.camera import zoom_path
 from hypermosaic.video.encode import GifEncoder, VideoWriter
 from hypermosaic.video.planes import Planes, planes_to_rgb
-from hypermosaic.video.run import choose_path, open_build, zoom_frames
+from hypermosaic.video.run import zoom_frames
 from hypermosaic.video.settings import CODECS, frame_count
+from hypermosaic.video.target import choose_path, open_build
 from tests.helpers import per_frame_palette_gif
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

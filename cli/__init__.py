@@ -16,6 +16,7 @@ import click
 from hypermosaic import __version__
 from hypermosaic.cli.build import build_command
 from hypermosaic.cli.canvas import canvas_command
+from hypermosaic.cli.explore import explore_command
 from hypermosaic.cli.serve import serve_command
 from hypermosaic.cli.upscale import upscale_command
 from hypermosaic.cli.video import video_command
@@ -65,6 +66,7 @@ def cli() -> None:
 
 cli.add_command(build_command)
 cli.add_command(serve_command)
+cli.add_command(explore_command)
 cli.add_command(video_command)
 cli.add_command(canvas_command)
 cli.add_command(upscale_command)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from hypermosaic.cli.options import build_config_options
 from hypermosaic.cli.progress import console, progress_bars
 from hypermosaic.errors import BuildError
 from hypermosaic.tree import address_key
@@ -21,18 +22,7 @@ __all__ = ["build_command"]
 @click.command("build")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--depth", type=click.IntRange(min=0), help="Levels below the primary image.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Root seed.")
-@click.option("--engine", type=click.Choice(["recolor", "diffusion"]), help="Tile engine.")
-@click.option("--model", help="Stable Diffusion model (directory, .safetensors or cached id); "
-              "sets diffusion.model.")
-@click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps",
-              help="Device of the diffusion engine and ESRGAN inits; sets diffusion.device.")
-@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]),
-              help="Compute dtype of the diffusion engine; sets diffusion.dtype.")
-@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes.")
-@click.option("--scheduler-address", metavar="tcp://HOST:PORT",
-              help="Run on an existing Dask cluster instead of a local one.")
+@build_config_options
 @click.option("--force", is_flag=True, help="Rebuild if the output was made with other settings.")
 @click.option("--yes", is_flag=True,
               help="Run even when the estimate exceeds this machine's disk or memory.")

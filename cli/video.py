@@ -44,6 +44,13 @@ def _parse_size(
 @click.option("--gif", is_flag=True, help="Write an animated GIF preview instead of a video.")
 @click.option("--path", "path", metavar="R_C/R_C/...",
               help="Zoom into this node (default: the build's focus, else the central path).")
+@click.option("--depth", type=int,
+              help="Levels to zoom down, continuing --path through central tiles; deeper than "
+                   "the build needs --config. [default: the build's depth, or --path's]")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="BUILD.toml",
+              help="The build's config (OUT_DIR replaces its out): nodes the video needs and "
+                   "the build lacks, below its depth too, are made first, as the build would.")
 @click.option("--ease", type=float, default=0.0, show_default=True,
               help="Fraction of the time spent accelerating and decelerating at the ends.")
 @click.option("--fade", type=float, default=1.0, show_default=True,
@@ -53,14 +60,19 @@ def _parse_size(
               help="Zoom straight at the target instead of drifting it to the centre "
                    "(needs --no-loop: only the drifting zoom can loop).")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="Threads decoding node images (the video is the same for any number). "
-                   "[default: 2]")
+              help="Threads decoding node images, and with --config local worker processes "
+                   "making nodes (the video is the same for any number). [default: 2 threads; "
+                   "processes sized for the machine]")
+@click.option("--scheduler-address", metavar="tcp://HOST:PORT",
+              help="With --config, make the nodes on an existing Dask cluster.")
 def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | None,
                   fps: float | None, seconds: float | None, seconds_per_level: float | None,
                   codec: str | None, crf: int | None, preset: str | None, gif: bool,
-                  path: str | None, ease: float, fade: float, no_loop: bool,
-                  no_drift: bool, workers: int | None) -> None:
-    """Render a looping zoom from the whole hypermosaic in OUT_DIR down to its deepest node."""
+                  path: str | None, depth: int | None, config: Path | None, ease: float,
+                  fade: float, no_loop: bool, no_drift: bool, workers: int | None,
+                  scheduler_address: str | None) -> None:
+    """Render a looping zoom from the whole hypermosaic in OUT_DIR down to its deepest node,
+    or, with the build's --config, as deep as --depth asks."""
     from hypermosaic.video import render_video  # imported when rendering: --help stays quick
 
     out_console = console()
@@ -68,11 +80,13 @@ def video_command(out_dir: Path, out_file: Path | None, size: tuple[int, int] | 
         result = render_video(
             out_dir, out_file, size=size, fps=fps, seconds=seconds,
             seconds_per_level=seconds_per_level, codec=codec, crf=crf, preset=preset, gif=gif,
-            path=path, ease=ease, fade=fade, loop=not no_loop, drift=not no_drift,
-            workers=workers, progress=on_progress,
+            path=path, depth=depth, ease=ease, fade=fade, loop=not no_loop,
+            drift=not no_drift, config=config, workers=workers,
+            scheduler_address=scheduler_address, progress=on_progress,
         )
+    made = f", after making {result.nodes_made:,} nodes" if result.nodes_made else ""
     out_console.print(
         f"wrote {result.path}: {result.frames} frames of {result.width}x{result.height} at "
-        f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}",
+        f"{result.fps:g} fps ({result.codec}), zooming into {address_key(result.target)}{made}",
         soft_wrap=True,
     )

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from hypermosaic.build import build_mosaic
     from hypermosaic.canvas import paint_canvases
+    from hypermosaic.explore import explore_build
     from hypermosaic.progress import Progress
     from hypermosaic.publish import publish_build, serve_build
     from hypermosaic.upscale import upscale_images
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Progress",
     "build_mosaic",
+    "explore_build",
     "paint_canvases",
     "publish_build",
     "render_video",
@@ -42,6 +44,7 @@ __all__ = [
 _ENTRY_POINTS = {
     "Progress": "hypermosaic.progress",
     "build_mosaic": "hypermosaic.build",
+    "explore_build": "hypermosaic.explore",
     "paint_canvases": "hypermosaic.canvas",
     "publish_build": "hypermosaic.publish",
     "render_video": "hypermosaic.video",

@@ -192,7 +192,8 @@ class Store:
             json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2).encode(),
         )
 
-    def check_compatible(self, fingerprints: dict[str, str], force: bool) -> None:
+    def check_compatible(self, fingerprints: dict[str, str], force: bool,
+                         remedy: str = "use --force to rebuild") -> None:
         """Refuse to mix nodes made from different settings; with ``force`` start afresh.
 
         Depths present in both the stored build and the new config must have equal
@@ -204,7 +205,7 @@ class Store:
             if self.nodes_dir.exists() and any(self.nodes_dir.iterdir()):
                 if not force:
                     raise InputError(
-                        f"{self.root}: holds node images but no manifest; use --force to rebuild"
+                        f"{self.root}: holds node images but no manifest; {remedy}"
                     )
                 self.clear()
             return
@@ -220,8 +221,8 @@ class Store:
             what = ("the primary image or the global settings" if changed[0] == "0"
                     else f"the level-{changed[0]} settings")
             raise InputError(
-                f"{self.root}: was built with different settings ({what} changed); use "
-                "--force to rebuild, or choose another --out"
+                f"{self.root}: was built with different settings ({what} changed); "
+                f"{remedy}, or choose another --out"
             )
         self.clear()
 

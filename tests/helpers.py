@@ -6,8 +6,14 @@ test (or one of another command) can use the rest.
 
 from __future__ import annotations
 
+import re
+import signal
 import struct
+import subprocess
+import sys
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +93,23 @@ def per_frame_palette_gif(frames: list[np.ndarray], fps: float) -> bytes:
         container.mux(packet)
     container.close()
     return out.getvalue()
+
+
+@contextmanager
+def running_server(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``python -m hypermosaic ARGS`` (``serve`` or ``explore`` with ``--port 0``) as a user
+    runs it: yields the URL its first line prints and the process, which is stopped with
+    Ctrl-C at the end (if still running) and must then exit 0 without a traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "hypermosaic", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    assert url is not None, line + (process.stderr.read() if process.poll() is not None else "")
+    try:
+        yield url.group(0), process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        errors = process.stderr.read()
+        assert "Traceback" not in errors and errors.strip().endswith("stopped"), errors

@@ -45,6 +45,7 @@ __all__ = [
     "RecolorConfig",
     "build_config_from_dict",
     "load_build_config",
+    "resolve_build_config",
 ]
 
 TEMPLATE_FIELDS = {"depth", "row", "col"}
@@ -206,7 +207,7 @@ class BuildConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
-        grids = self.grids
+        grids = self.grid if isinstance(self.grid, list) else [self.grid]  # deeper ones too
         if isinstance(self.grid, list) and len(self.grid) < self.depth:
             raise ValueError(
                 f"grid: {len(self.grid)} entries but depth is {self.depth} (one per level)"
@@ -243,9 +244,14 @@ class BuildConfig(Strict):
     @property
     def grids(self) -> tuple[int, ...]:
         """The grid of each level that is cut, ``depth`` entries."""
+        return tuple(self.grid_at(depth) for depth in range(self.depth))
+
+    def grid_at(self, depth: int) -> int:
+        """The grid that cuts a depth-``depth`` node, at any depth (nodes made live go below
+        ``depth``): a list's last entry repeats."""
         if isinstance(self.grid, int):
-            return (self.grid,) * self.depth
-        return tuple(self.grid[: self.depth])
+            return self.grid
+        return self.grid[min(depth, len(self.grid) - 1)]
 
     def init_upscale_key(self, depth: int) -> str:
         """The key that sets depth ``depth``'s ``init_upscale``, for error messages."""
@@ -291,6 +297,22 @@ def load_build_config(path: Path | str, overrides: dict[str, Any] | None = None)
     raw = read_config_file(path)
     return build_config_from_dict(raw, base=path.parent, source=str(path), name=path.stem,
                                   overrides=overrides)
+
+
+def resolve_build_config(config: BuildConfig | Path | str, caller: str,
+                         **options: Any) -> BuildConfig:
+    """A command's config: ``config`` itself, or the TOML file it names with the command-line
+    ``options`` laid over it (``depth``, ``out``, ``seed``, ``engine``, and ``model``,
+    ``device``, ``dtype`` of ``[diffusion]``; None leaves a key alone). Options with a
+    validated config are a `TypeError`: change it with ``model_copy`` instead."""
+    overrides = {f"diffusion.{key}" if key in ("model", "device", "dtype") else key: value
+                 for key, value in options.items()}
+    if not isinstance(config, BuildConfig):
+        return load_build_config(config, overrides)
+    if any(value is not None for value in overrides.values()):
+        raise TypeError(f"{caller}: options that override a config file are for a path; "
+                        "change a validated config with model_copy instead")
+    return config
 
 
 def build_config_from_dict(

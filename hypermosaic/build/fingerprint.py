@@ -20,8 +20,9 @@ from hypermosaic.identity import BICUBIC, ESRGAN_MODELS, file_digest, model_file
 __all__ = ["fingerprints"]
 
 
-def fingerprints(config: BuildConfig) -> dict[str, str]:
-    """The fingerprint of every depth of ``config``, ``"0"`` to ``str(depth)``.
+def fingerprints(config: BuildConfig, depth: int | None = None) -> dict[str, str]:
+    """The fingerprint of every depth of ``config``, ``"0"`` to ``str(depth)`` (default: the
+    config's depth; nodes made live go deeper).
 
     The diffusion ``batch_size`` counts, because batch-mates change a tile's pixels at the
     level of float rounding; an ESRGAN weights file named by ``init_upscale`` counts like a
@@ -47,9 +48,9 @@ def fingerprints(config: BuildConfig) -> dict[str, str]:
     }
     prints = {"0": _digest(common)}
     chain = [common]
-    for depth in range(1, config.depth + 1):
-        chain.append({"grid": config.grids[depth - 1], **_level_print(config, depth)})
-        prints[str(depth)] = _digest(chain)
+    for level in range(1, (config.depth if depth is None else depth) + 1):
+        chain.append({"grid": config.grid_at(level - 1), **_level_print(config, level)})
+        prints[str(level)] = _digest(chain)
     return prints
 
 

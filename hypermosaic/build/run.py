@@ -11,16 +11,16 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyvips
 from distributed import Client
 
 from hypermosaic.build.checks import check_inputs, engine_spec, worker_threads
-from hypermosaic.build.config import BuildConfig, load_build_config
+from hypermosaic.build.config import BuildConfig, resolve_build_config
 from hypermosaic.build.estimate import Estimate, check_room, estimate
 from hypermosaic.build.fingerprint import fingerprints as config_fingerprints
+from hypermosaic.build.grow import new_manifest
 from hypermosaic.build.runner import BuildResult, TreeRunner
 from hypermosaic.build.tasks import Encoding, build_state, state_names
 from hypermosaic.errors import Interrupted
@@ -28,7 +28,7 @@ from hypermosaic.executor import check_scheduler_address, open_client, release_s
 from hypermosaic.progress import ProgressCallback
 from hypermosaic.publish import publish_build
 from hypermosaic.store import Store, disk_full, folder_lock
-from hypermosaic.tree import Plan, address_key
+from hypermosaic.tree import address_key
 
 __all__ = ["build_mosaic"]
 
@@ -65,14 +65,8 @@ def build_mosaic(
     ``nodes`` (its first event's note is the estimate), then ``outputs`` while publishing.
     """
     started = time.perf_counter()
-    overrides = {"depth": depth, "out": out, "seed": seed, "engine": engine,
-                 "diffusion.model": model, "diffusion.device": device, "diffusion.dtype": dtype}
-    if isinstance(config, BuildConfig):
-        if any(value is not None for value in overrides.values()):
-            raise TypeError("build_mosaic: options that override a config file are for a "
-                            "path; change a validated config with model_copy instead")
-    else:
-        config = load_build_config(config, overrides)
+    config = resolve_build_config(config, "build_mosaic", depth=depth, out=out, seed=seed,
+                                  engine=engine, model=model, device=device, dtype=dtype)
 
     # 1. Check inputs and room before anything is written.
     primary_image = check_inputs(config)
@@ -108,8 +102,11 @@ def _build(config: BuildConfig, primary_image: np.ndarray | None, needed: Estima
 
     # 2. Record what is being built, so a killed run is recognised and resumed; the manifest
     # says nothing is published until publishing ends.
+    # Nodes made live below this depth keep their fingerprints (`hypermosaic.build.grow`).
     result = BuildResult(out=store.root, total=plan.count(), estimate=str(needed))
-    manifest = _manifest(config, plan, fingerprints, complete=False)
+    recorded = (store.load_manifest() or {}).get("fingerprints", {})
+    deeper = {depth: value for depth, value in recorded.items() if int(depth) > plan.depth}
+    manifest = new_manifest(config, {**fingerprints, **deeper})
     store.save_manifest(manifest)
 
     # 3. Run the tree on the pool.
@@ -149,21 +146,3 @@ def _build(config: BuildConfig, primary_image: np.ndarray | None, needed: Estima
     result.seconds = time.perf_counter() - started
     return result
 
-
-def _manifest(config: BuildConfig, plan: Plan, fingerprints: dict[str, str],
-              complete: bool) -> dict[str, Any]:
-    return {
-        "size": plan.size,
-        "grids": list(plan.grids),
-        "depth": plan.depth,
-        "focus": None if plan.focus is None else [list(step) for step in plan.focus],
-        "neighbours": plan.neighbours,
-        "node_format": config.format,
-        "seed": config.seed,
-        "engine": config.engine,
-        "fingerprints": fingerprints,
-        "complete": complete,
-        "failed": {},
-        "published": False,
-        "outputs": {},
-    }

@@ -18,14 +18,13 @@ from typing import Any
 from distributed import Client, Future, wait
 
 from hypermosaic.build.config import BuildConfig
-from hypermosaic.build.engines import PrimaryJob
-from hypermosaic.build.plan import batch_size, sibling_batches, tile_jobs
-from hypermosaic.build.tasks import Encoding, make_primary, make_tiles_task, primary_state
+from hypermosaic.build.grow import ensure_root, submit_batch
+from hypermosaic.build.plan import batch_size, sibling_batches
+from hypermosaic.build.tasks import Encoding
 from hypermosaic.errors import InputError
-from hypermosaic.images import encode
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.store import Store
-from hypermosaic.tree import ROOT, Address, Plan, address_key, node_seed
+from hypermosaic.tree import ROOT, Address, Plan, address_key
 
 __all__ = ["ATTEMPTS", "BuildResult", "TreeRunner"]
 
@@ -88,21 +87,10 @@ class TreeRunner:
 
     def primary(self, image: Any) -> None:
         """Store (or reuse) the root image and hand it to every worker."""
-        if self.store.has(ROOT):
-            self.result.reused += 1
-        elif image is not None:
-            self.store.write_node(ROOT, encode(image, self.encoding.format, self.encoding.quality))
-            self.result.computed += 1
-        else:
-            primary = self.config.primary
-            job = PrimaryJob(node_seed(self.config.seed, ROOT), primary.prompt or "",
-                             primary.negative_prompt, primary.steps, primary.guidance,
-                             self.config.size)
-            data = self.client.submit(make_primary, self.prefix, job, self.encoding,
-                                      key=f"primary-{self.prefix}", retries=1).result()
-            self.store.write_node(ROOT, data)
-            self.result.computed += 1
-        self.client.register_plugin(primary_state(self.prefix, self.store.read_node(ROOT)))
+        made = ensure_root(self.config, self.store, self.client, self.prefix, image,
+                           self.encoding)
+        self.result.computed += int(made)
+        self.result.reused += int(not made)
         for address in self._existing_below(ROOT):
             self._enqueue_children(address)
 
@@ -124,14 +112,11 @@ class TreeRunner:
                 self.queue.append(_Batch(parent, index, batch))
 
     def _submit(self, batch: _Batch) -> None:
-        grid = self.plan.grids[len(batch.parent)]
         key = (f"tiles-{self.prefix}-{address_key(batch.parent)}-{batch.index}"
                f"x{self.batch_size}-{address_key(batch.children[0][-1:])}"
                f"x{len(batch.children)}-{batch.attempt}")
-        future = self.client.submit(
-            make_tiles_task, self.prefix, self.store.read_node(batch.parent), grid,
-            tile_jobs(self.config, batch.children), self.encoding, key=key, retries=1,
-        )
+        future = submit_batch(self.client, self.prefix, self.config, self.store, batch.parent,
+                              batch.children, self.encoding, key)
         self.in_flight[future] = batch
 
     def run(self) -> None:

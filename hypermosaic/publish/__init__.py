@@ -11,16 +11,26 @@ from hypermosaic.publish.assemble import canvas_image
 from hypermosaic.publish.config import PublishConfig
 from hypermosaic.publish.deepzoom import staged_deepzoom
 from hypermosaic.publish.run import DZI_NAME, publish_build
-from hypermosaic.publish.server import serve_build
+from hypermosaic.publish.server import (
+    RunningServer,
+    make_app,
+    run_server,
+    serve_build,
+    start_server,
+)
 from hypermosaic.publish.viewer import read_dzi, write_viewer
 
 __all__ = [
     "DZI_NAME",
     "PublishConfig",
+    "RunningServer",
     "canvas_image",
+    "make_app",
     "publish_build",
     "read_dzi",
+    "run_server",
     "serve_build",
     "staged_deepzoom",
+    "start_server",
     "write_viewer",
 ]

@@ -6,7 +6,9 @@ encoding at all. Every higher tile is the 2x2 box average of the four tiles belo
 bottom-up in a quadtree walk that holds only a few tiles per level in memory. Subtrees of the
 quadtree run as independent tasks on the Dask pool and return their top tile; this process
 finishes the few levels above them. Leaves that were never generated (focus builds, failed
-tiles) are filled from the deepest stored ancestor, scaled up.
+tiles) are filled from the deepest stored ancestor, scaled up, and the pyramid stops below the
+tiles that already show all the detail there is: `write_pyramid` returns the DisplayRects that
+tell a viewer which tiles exist (`hypermosaic.publish.descriptor`).
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ from PIL import Image
 from hypermosaic.images import decode, encode
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.publish.assemble import canvas_image
+from hypermosaic.publish.descriptor import (
+    EXTENSIONS,
+    DisplayRect,
+    TileIndex,
+    display_rects,
+    level_count,
+)
 from hypermosaic.store import Store, atomic_write
 from hypermosaic.tree import ROOT, Address, Plan
 
-__all__ = ["Pyramid", "dzi_xml", "level_count", "staged_deepzoom", "write_pyramid"]
-
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-
-
-def level_count(width: int, height: int) -> int:
-    """DeepZoom levels: level 0 is 1x1, the last is full size."""
-    return math.ceil(math.log2(max(width, height))) + 1
+__all__ = ["Pyramid", "staged_deepzoom", "write_pyramid"]
 
 
 @contextmanager
@@ -63,17 +65,6 @@ def staged_deepzoom(dzi: Path, staging: Path | None = None) -> Iterator[Path]:
         os.replace(staging / f"{stem}.dzi", dzi)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def dzi_xml(width: int, height: int, tile_size: int, fmt: str) -> str:
-    """The ``.dzi`` descriptor (overlap 0)."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
-        f'Format="{_EXTENSIONS[fmt]}" Overlap="0" TileSize="{tile_size}">\n'
-        f'  <Size Height="{height}" Width="{width}"/>\n'
-        "</Image>\n"
-    )
 
 
 @dataclass(frozen=True)
@@ -106,7 +97,7 @@ class Pyramid:
         return math.ceil(self.leaves / 2 ** (self.top_level - level))
 
     def tile_path(self, level: int, col: int, row: int) -> Path:
-        return self.files_dir / str(level) / f"{col}_{row}.{_EXTENSIONS[self.tile_format]}"
+        return self.files_dir / str(level) / f"{col}_{row}.{EXTENSIONS[self.tile_format]}"
 
     def leaf_address(self, row: int, col: int) -> Address:
         """The depth-``D`` node whose image is leaf tile ``(row, col)``."""
@@ -182,21 +173,25 @@ class Pyramid:
                                                              self.quality))
         return pixels
 
-    def tile(self, level: int, row: int, col: int,
-             known: Mapping[tuple[int, int, int], np.ndarray] | None = None) -> np.ndarray:
+    def tile(self, level: int, row: int, col: int, stops: list[TileIndex],
+             known: Mapping[TileIndex, np.ndarray] | None = None) -> np.ndarray:
         """Compute, write and return tile ``(row, col)`` of ``level`` and everything below it.
 
-        ``known`` holds tiles (by ``(level, row, col)``) already written, e.g. by subtree tasks.
+        A tile below the top level rendered straight from the nodes (nothing finer there) is
+        appended to ``stops``: no tile below it is written. ``known`` holds tiles (by
+        ``(level, row, col)``) already written, e.g. by subtree tasks.
         """
         if known and (level, row, col) in known:
             return known[(level, row, col)]
         if level == self.top_level:
             return self.leaf(row, col)
         if not self.has_finer_detail(level, row, col):
+            stops.append((level, row, col))
             return self.coarse_tile(level, row, col)
         below = self.tiles_per_side(level + 1)
         quads = [
-            [self.tile(level + 1, r, c, known) for c in (2 * col, 2 * col + 1) if c < below]
+            [self.tile(level + 1, r, c, stops, known) for c in (2 * col, 2 * col + 1)
+             if c < below]
             for r in (2 * row, 2 * row + 1) if r < below
         ]
         image = _halve(np.concatenate([np.concatenate(q, axis=1) for q in quads], axis=0))
@@ -225,15 +220,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def subtree_task(pyramid: Pyramid, level: int, row: int, col: int) -> np.ndarray:
-    """Dask task: one quadtree subtree, returning its top tile."""
-    return pyramid.tile(level, row, col)
+def subtree_task(pyramid: Pyramid, level: int, row: int,
+                 col: int) -> tuple[np.ndarray, list[TileIndex]]:
+    """Dask task: one quadtree subtree, returning its top tile and its stops."""
+    stops: list[TileIndex] = []
+    return pyramid.tile(level, row, col, stops), stops
 
 
 def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int = 64,
-                  progress: ProgressCallback | None = None) -> int:
-    """Write every tile of ``pyramid``; returns the number of levels.
+                  progress: ProgressCallback | None = None) -> list[DisplayRect]:
+    """Write every tile of ``pyramid``; returns the DisplayRects saying which tiles exist.
 
+    The rects are empty for a complete pyramid (`hypermosaic.publish.descriptor.display_rects`).
     With a Dask ``client`` the quadtree is split at the shallowest level with at least
     ``min_tasks`` tiles and those subtrees run on the pool; this process finishes the rest.
     ``progress`` counts the subtrees done (unit ``pyramid parts``), the top as the last one.
@@ -244,7 +242,8 @@ def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int
              if pyramid.tiles_per_side(level) ** 2 >= min_tasks or level == pyramid.top_level),
         pyramid.top_level - 1,
     )
-    known: dict[tuple[int, int, int], np.ndarray] = {}
+    known: dict[TileIndex, np.ndarray] = {}
+    stops: list[TileIndex] = []
     if client is not None and split > 0:
         side = pyramid.tiles_per_side(split)
         token = tokenize(pyramid)  # two publishes sharing a scheduler never share a key
@@ -256,9 +255,10 @@ def write_pyramid(pyramid: Pyramid, client: Client | None = None, min_tasks: int
         }
         report(progress, "pyramid parts", 0, len(futures) + 1)
         for done, future in enumerate(as_completed(futures), start=1):
-            known[futures[future]] = future.result()
+            known[futures[future]], found = future.result()
+            stops.extend(found)
             future.release()
             report(progress, "pyramid parts", done, len(futures) + 1)
-    pyramid.tile(0, 0, 0, known)
+    pyramid.tile(0, 0, 0, stops, known)
     report(progress, "pyramid parts", len(known) + 1, len(known) + 1)
-    return pyramid.top_level + 1
+    return display_rects(stops, pyramid.plan.canvas_size, pyramid.plan.size)

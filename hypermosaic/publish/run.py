@@ -15,7 +15,8 @@ from distributed import Client
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.publish.assemble import canvas_image, preview_depth
 from hypermosaic.publish.config import PublishConfig
-from hypermosaic.publish.deepzoom import Pyramid, dzi_xml, staged_deepzoom, write_pyramid
+from hypermosaic.publish.deepzoom import Pyramid, staged_deepzoom, write_pyramid
+from hypermosaic.publish.descriptor import dzi_xml
 from hypermosaic.publish.viewer import write_viewer
 from hypermosaic.store import Store, atomic_path, atomic_write
 from hypermosaic.tree import Plan
@@ -65,8 +66,9 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
     """Write ``mosaic.dzi`` and ``mosaic_files/``, replacing a previous pyramid only at the end.
 
     With tiles the size of a node (the default) the pyramid is written from the node files
-    (`hypermosaic.publish.deepzoom`); any other tile size goes through pyvips' ``dzsave`` of the
-    lazy canvas. ``quality`` is that of JPEG and WebP tiles.
+    (`hypermosaic.publish.deepzoom`), and where it stops early the descriptor's DisplayRects
+    say which tiles exist; any other tile size goes through pyvips' ``dzsave`` of the lazy
+    canvas (every tile written). ``quality`` is that of JPEG and WebP tiles.
     """
     tile_size = publish.tile_size or plan.size
     tile_format = publish.tile_format or store.node_format
@@ -75,9 +77,9 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
         if tile_size == plan.size:
             pyramid = Pyramid(store.root, store.node_format, plan, staging / f"{DZI_NAME}_files",
                               tile_format, quality, _build_id(store))
-            write_pyramid(pyramid, client, progress=progress)
+            rects = write_pyramid(pyramid, client, progress=progress)
             (staging / dzi.name).write_text(
-                dzi_xml(plan.canvas_size, plan.canvas_size, tile_size, tile_format)
+                dzi_xml(plan.canvas_size, plan.canvas_size, tile_size, tile_format, rects)
             )
         else:
             suffix = {"jpeg": f".jpg[Q={quality}]", "png": ".png",

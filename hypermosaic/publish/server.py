@@ -1,211 +1,297 @@
-"""A read-only static server for a build's output directory (the viewer and its tiles).
+"""Serving a build folder: a starlette app on uvicorn, in the foreground or a background thread.
 
-Only GET and HEAD. A request is answered from inside the root or not at all: paths with ``..``
-segments, encoded slashes or backslashes, NUL bytes, or any symbolic link on the way are refused
-(403), and files are opened without following links, so nothing outside the root is ever read.
-Directories serve their ``index.html`` and are never listed. A request body (on any method) is
-read and dropped, or the connection closed after the answer, so that a kept-alive connection
-never reads one request's body as the next request. A connection on which nothing moves for
-``client_timeout`` seconds (a stalled request, an idle kept-alive connection, or a client that
-stops reading its answer) is closed, so stalled clients do not pile up threads.
+`make_app` puts the read-only files of a folder (`hypermosaic.publish.files`) behind any routes
+a caller adds (a live viewer's API, a WebSocket), and answers 503 (``Retry-After: 1``) to an
+HTTP request arriving while ``max_concurrency`` others are in flight rather than queueing it.
+`run_server` serves an app until Ctrl-C, `start_server` in a background thread (tests,
+embedding); both listen on loopback unless told otherwise, port 0 taking any free port.
+
+uvicorn's h11 protocol is guarded against clients that stall: a request head must arrive within
+``client_timeout`` seconds of the connection opening or the previous answer ending (so half a
+request line, or an idle kept-alive connection, is dropped), and a client that reads none of
+its answer for that long is cut off. Neither blocks anyone else. A request head over 16 KiB is
+refused with 431 (h11 holds at most 64 KiB of an unfinished one, then answers 400); a request
+body nobody reads is dropped by h11 without desynchronising the connection, or the answer
+closes the connection when that body is large or chunked. Ctrl-C (or `RunningServer.stop`)
+gives answers in flight `SHUTDOWN_GRACE` seconds, then ends them quietly.
 """
 
 from __future__ import annotations
 
-import mimetypes
-import os
-import shutil
+import asyncio
+import copy
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from types import TracebackType
 
-from hypermosaic.errors import InputError
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from hypermosaic.errors import BuildError, InputError
+from hypermosaic.publish.files import BuildFiles, error, reply
 from hypermosaic.publish.viewer import VIEWER_NAME
 
-__all__ = ["make_server", "resolve_request", "serve_build", "server_url"]
+__all__ = ["RunningServer", "make_app", "run_server", "serve_build", "server_url",
+           "start_server"]
 
-TYPES = {
-    ".dzi": "application/xml",
-    ".js": "text/javascript",
-    ".html": "text/html; charset=utf-8",
-    ".json": "application/json",
-    ".webp": "image/webp",
-}
-FORBIDDEN = "forbidden"
-BODY_LIMIT = 64 << 10
-"""Largest request body read and discarded to keep a connection; above it, or chunked, the
-connection is closed after the answer instead."""
-CLIENT_TIMEOUT = 30.0
+CLIENT_TIMEOUT = 30
+"""Seconds a client may keep the server waiting: for a request head, or to read its answer."""
+HEAD_LIMIT = 16 << 10
+"""Largest request head (target and headers) answered (431 beyond)."""
+H11_BUFFER = 64 << 10
+"""Most of an unfinished request head h11 holds before answering 400 and closing."""
+SHUTDOWN_GRACE = 1
+"""Seconds answers in flight get to finish when the server stops (Ctrl-C) before being cut."""
+_VERBOSE_LOGGING = copy.deepcopy(LOGGING_CONFIG)
+_VERBOSE_LOGGING["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout carries the URL
 
 
-def resolve_request(root: Path, target: str) -> Path | str | None:
-    """The file under ``root`` that a request target names.
+def make_app(root: Path, *, routes: Sequence[BaseRoute] = (),
+             lifespan: Lifespan[Starlette] | None = None, max_concurrency: int = 64) -> Starlette:
+    """A starlette app: ``routes`` first, then the files of ``root`` for every other path.
 
-    Returns the file's path, ``FORBIDDEN`` for a target that tries to leave the root (``..``,
-    encoded ``/`` or ``\\``, NUL, a symbolic link anywhere on the way), or None when there is no
-    such file. ``root`` must be resolved (absolute, no links).
+    ``lifespan`` is starlette's. More than ``max_concurrency`` HTTP requests at once are
+    answered 503 at once; WebSocket sessions are not counted. Raises InputError if ``root`` is
+    not a directory.
     """
-    raw = urlsplit(target).path
-    lowered = raw.lower()
-    if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw:
-        return FORBIDDEN
-    parts = [part for part in unquote(raw, errors="strict").split("/") if part not in ("", ".")]
-    if any(part == ".." or "\x00" in part or "\\" in part for part in parts):
-        return FORBIDDEN
-    path = root
-    for part in parts:
-        path = path / part
-        if path.is_symlink():
-            return FORBIDDEN
-    if path.is_dir():
-        path = path / "index.html"
-        if path.is_symlink():
-            return FORBIDDEN
-    if not path.is_file():
-        return None
-    if not path.resolve().is_relative_to(root):
-        return FORBIDDEN
-    return path
+    if not Path(root).is_dir():
+        raise InputError(f"{root}: no such directory")
+    app = Starlette(routes=list(routes), lifespan=lifespan,
+                    middleware=[Middleware(_Limits, limit=max_concurrency)])
+    app.router.default = BuildFiles(Path(root))
+    return app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves files under ``server.root``; see the module docstring for what is refused."""
+class _Limits:
+    """Refuses an HTTP request whose head is over `HEAD_LIMIT` bytes (431, closing the
+    connection), and answers 503 with ``Retry-After: 1`` to one that arrives while ``limit``
+    others are in flight, instead of queueing it, so memory stays bounded under any load.
+    WebSocket sessions last as long as a page is open and are not counted."""
 
-    server_version = "hypermosaic"
-    protocol_version = "HTTP/1.1"
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.active = app, limit, 0
 
-    server: _Server
-
-    def setup(self) -> None:
-        self.request.settimeout(self.server.client_timeout)  # a silent client is dropped
-        super().setup()
-
-    def do_GET(self) -> None:
-        self._skip_body()
-        self._send(body=True)
-
-    def do_HEAD(self) -> None:
-        self._skip_body()
-        self._send(body=False)
-
-    def _refuse_write(self) -> None:
-        self._skip_body()
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": "GET, HEAD"})
-
-    def _skip_body(self) -> None:
-        """Read and drop the request's body, so that the next request on a kept-alive
-        connection starts where this one ends; a body too large to bother with, chunked or of
-        unknown length makes the answer close the connection instead."""
-        length = self.headers.get("Content-Length", "0").strip()
-        chunked = "Transfer-Encoding" in self.headers
-        if chunked or not length.isdigit() or int(length) > BODY_LIMIT:
-            self.close_connection = True
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        remaining = int(length)
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 16 << 10))
-            if not chunk:
-                self.close_connection = True
-                return
-            remaining -= len(chunk)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write
-
-    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
-        body = f"{status.value} {status.phrase}\n".encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self._end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _end_headers(self) -> None:
-        """End the headers, telling the client when this answer closes the connection."""
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-
-    def _send(self, body: bool) -> None:
+        head = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + sum(
+            len(name) + len(value) + 4 for name, value in scope["headers"])
+        if head > HEAD_LIMIT:
+            too_large = error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {"Connection": "close"})
+            await too_large(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await reply(error(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "1"}),
+                        scope, receive, send)
+            return
+        self.active += 1
         try:
-            path = resolve_request(self.server.root, self.path)
-        except UnicodeDecodeError:
-            path = FORBIDDEN
-        if isinstance(path, str):  # FORBIDDEN
-            self._error(HTTPStatus.FORBIDDEN)
-            return
-        if path is None:
-            self._error(HTTPStatus.NOT_FOUND)
-            return
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            self._error(HTTPStatus.NOT_FOUND)
-            return
-        with os.fdopen(fd, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            kind = TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", kind or "application/octet-stream")
-            self.send_header("Content-Length", str(size))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Cache-Control", "no-cache")
-            self._end_headers()
-            if body:
-                shutil.copyfileobj(handle, self.wfile)
-
-    def log_message(self, format: str, *args: object) -> None:
-        if self.server.verbose:
-            super().log_message(format, *args)
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with two deadlines on the client (``timeout_keep_alive``
+    seconds): for the next request head while no request is in progress (half a request line
+    is not progress), and for reading the answer while the socket's buffer is full."""
 
-    def __init__(
-        self, address: tuple[str, int], root: Path, verbose: bool, client_timeout: float
-    ) -> None:
-        self.root = root
-        self.verbose = verbose
-        self.client_timeout = client_timeout
-        super().__init__(address, _Handler)
+    _head_deadline: asyncio.TimerHandle | None = None
+    _read_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_head()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._read_deadline is None:
+            self._read_deadline = self.loop.call_later(self.timeout_keep_alive,
+                                                       self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for deadline in (self._head_deadline, self._read_deadline):
+            if deadline is not None:
+                deadline.cancel()
+        super().connection_lost(exc)
+
+    def _watch_head(self) -> None:
+        """Arm the head deadline while the connection waits for a request, disarm it while
+        one is answered or once the connection became a WebSocket."""
+        waiting = ((self.cycle is None or self.cycle.response_complete)
+                   and self.transport.get_protocol() is self and not self.transport.is_closing())
+        if waiting and self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self.timeout_keep_alive,
+                                                       self.transport.close)
+        elif not waiting and self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_started`` once it listens (after the app's startup).
 
-
-def make_server(
-    out_dir: Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    verbose: bool = False,
-    client_timeout: float = CLIENT_TIMEOUT,
-) -> ThreadingHTTPServer:
-    """A server for ``out_dir`` bound to ``host:port`` (port 0: any free port); not started.
-    A connection silent for ``client_timeout`` seconds is closed.
-
-    Raises InputError if ``out_dir`` is not a directory or the address cannot be bound.
+    When it stops, connections still busy after `SHUTDOWN_GRACE` seconds are aborted, so that
+    their answers end as if the client had left (quietly) rather than being cancelled (with a
+    traceback); uvicorn cancels what still runs a second later.
     """
-    root = Path(out_dir)
-    if not root.is_dir():
-        raise InputError(f"{out_dir}: no such directory")
-    cls = _Server6 if ":" in host else _Server
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        abort = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self._abort_connections)
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            abort.cancel()
+
+    def _abort_connections(self) -> None:
+        for connection in list(self.server_state.connections):
+            connection.transport.abort()
+
+
+def _config(app: ASGIApp, host: str, port: int, verbose: bool,
+            client_timeout: int) -> uvicorn.Config:
+    """uvicorn's settings: the guarded h11 protocol, the websockets package for WebSockets,
+    the app's lifespan required, requests logged to stderr when ``verbose`` (else errors only)."""
+    return uvicorn.Config(
+        app, host=host, port=port, http=_GuardedH11Protocol, ws="websockets-sansio",
+        lifespan="on", loop="asyncio", log_config=_VERBOSE_LOGGING if verbose else None,
+        log_level="info" if verbose else "error", access_log=verbose, proxy_headers=False,
+        server_header=False, timeout_keep_alive=client_timeout,
+        h11_max_incomplete_event_size=H11_BUFFER,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE + 1,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 when ``host`` has a colon).
+
+    Its protocol is named: asyncio sets TCP_NODELAY only on connections accepted from such a
+    socket, and without it every answer on a kept-alive connection waits ~40 ms for the
+    client's delayed ACK. Raises InputError when the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return cls((host, port), root.resolve(), verbose, client_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise InputError(f"--host {host} --port {port}: cannot listen: {exc.strerror}") from None
+    return sock
+
+
+def server_url(host: str, port: int) -> str:
+    """The address to open in a browser."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class RunningServer:
+    """A uvicorn server running in a background thread; `stop` (or leaving a ``with`` block)
+    ends it, letting answers in flight finish for up to `SHUTDOWN_GRACE` seconds."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str,
+                 port: int) -> None:
+        self._server, self._thread = server, thread
+        self.host, self.port, self.url = host, port, server_url(host, port)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+
+def _run_quietly(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Run ``server`` on ``sock``; a failed startup (uvicorn exits) just ends the thread."""
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        sock.close()
+
+
+def start_server(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
+                 client_timeout: int = CLIENT_TIMEOUT) -> RunningServer:
+    """Serve ``app`` from a background thread; returns once it listens.
+
+    Raises InputError when the address cannot be bound, BuildError when the app's startup
+    (its lifespan) fails.
+    """
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    started = threading.Event()
+    server = _Server(_config(app, host, port, verbose, client_timeout), started.set)
+    thread = threading.Thread(target=_run_quietly, args=(server, sock),
+                              name=f"hypermosaic-server-{port}", daemon=True)
+    thread.start()
+    while not started.wait(0.05):
+        if not thread.is_alive():
+            raise BuildError(f"{server_url(host, port)}: the app failed to start (see above)")
+    return RunningServer(server, thread, host, port)
+
+
+def run_server(app: ASGIApp, host: str, port: int, verbose: bool,
+               on_ready: Callable[[str], None] | None = None,
+               client_timeout: int = CLIENT_TIMEOUT) -> None:
+    """Serve ``app`` in the foreground until Ctrl-C (or SIGTERM), then return normally;
+    ``on_ready(url)`` once it listens.
+
+    Raises InputError (before listening) when the address cannot be bound, BuildError when the
+    app's startup (its lifespan) fails.
+    """
+    sock = _bind(host, port)
+    url = server_url(host, sock.getsockname()[1])
+    server = _Server(_config(app, host, port, verbose, client_timeout),
+                     (lambda: on_ready(url)) if on_ready is not None else (lambda: None))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        return
+    except SystemExit:  # uvicorn's way of saying the lifespan's startup failed
+        raise BuildError(f"{url}: the app failed to start (see above)") from None
+    finally:
+        sock.close()
 
 
 def _check_viewer(folder: Path) -> None:
     """`InputError` unless ``folder`` holds a published build's viewer page."""
     if (folder / VIEWER_NAME).is_file() or not folder.is_dir():
-        return  # a missing folder is `make_server`'s to report
+        return  # a missing folder is `make_app`'s to report
     inside = sorted(str(page.parent) for pattern in (f"*/{VIEWER_NAME}", f"*/*/{VIEWER_NAME}")
                     for page in folder.glob(pattern))
     if inside:
@@ -215,26 +301,13 @@ def _check_viewer(folder: Path) -> None:
                      "run hypermosaic build (without --no-publish) first")
 
 
-def server_url(server: ThreadingHTTPServer) -> str:
-    """The address to open in a browser."""
-    host, port = server.server_address[:2]
-    host = host.decode() if isinstance(host, bytes) else host
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
-
-
 def serve_build(out_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
                 verbose: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``out_dir`` read-only until interrupted; ``on_ready(url)`` once it listens.
 
-    Raises InputError (before listening) as `make_server` does, and for a folder without a
-    viewer page, naming the builds inside it if any; Ctrl-C stops it cleanly.
+    Raises InputError (before listening) for a missing folder, one without a viewer page
+    (naming the builds inside it if any) or an address that cannot be bound; Ctrl-C stops it
+    cleanly.
     """
     _check_viewer(Path(out_dir))
-    with make_server(out_dir, host=host, port=port, verbose=verbose) as server:
-        if on_ready is not None:
-            on_ready(server_url(server))
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            return
+    run_server(make_app(Path(out_dir)), host, port, verbose, on_ready)

@@ -2,7 +2,9 @@
 
 The page carries the DeepZoom descriptor inline, so it needs no request for the ``.dzi`` and works
 opened straight from the file system (``file://``) as well as through `hypermosaic serve` or any
-static server. OpenSeadragon is vendored in the package data (BSD-3-Clause, its licence copied
+static server. Its DisplayRects come along, so OpenSeadragon asks only for the tiles a sparse
+pyramid has, and an empty icon keeps the browser from asking for a ``/favicon.ico``: a viewer
+session logs no 404. OpenSeadragon is vendored in the package data (BSD-3-Clause, its licence copied
 along) and uses the canvas drawer, which draws tiles loaded from ``file://`` too.
 """
 
@@ -15,13 +17,13 @@ from importlib.resources import files
 from pathlib import Path
 
 from hypermosaic.errors import InputError
+from hypermosaic.publish.descriptor import DZI_NS
 from hypermosaic.store import atomic_write
 
 __all__ = ["write_viewer", "read_dzi", "VIEWER_NAME", "OSD_DIR"]
 
 VIEWER_NAME = "index.html"
 OSD_DIR = "openseadragon"
-DZI_NS = "http://schemas.microsoft.com/deepzoom/2008"
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -29,6 +31,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="data:,">
 <style>
   html, body {{ margin: 0; height: 100%; background: #111; color: #ccc; font: 14px sans-serif; }}
   #viewer {{ position: absolute; inset: 0; }}
@@ -59,7 +62,9 @@ PAGE = """<!doctype html>
 def read_dzi(path: Path) -> dict[str, object]:
     """The DeepZoom descriptor as OpenSeadragon's inline form ``{"Image": {...}}``.
 
-    Raises InputError if the file is missing or is not a DeepZoom ``Image`` descriptor.
+    Its DisplayRects, if any, become ``"DisplayRect": [{"Rect": {...}}]`` with ``MinLevel`` and
+    ``MaxLevel`` inside each ``Rect``, the form OpenSeadragon's DziTileSource reads. Raises
+    InputError if the file is missing or is not a DeepZoom ``Image`` descriptor.
     """
     try:
         root = ET.parse(path).getroot()
@@ -71,7 +76,7 @@ def read_dzi(path: Path) -> dict[str, object]:
     if root.tag != f"{{{DZI_NS}}}Image" or size is None:
         raise InputError(f"{path}: not a DeepZoom descriptor (no Image/Size)")
     try:
-        image = {
+        image: dict[str, object] = {
             "xmlns": DZI_NS,
             "Url": f"{path.stem}_files/",
             "Format": root.attrib["Format"],
@@ -79,9 +84,21 @@ def read_dzi(path: Path) -> dict[str, object]:
             "TileSize": int(root.attrib["TileSize"]),
             "Size": {"Width": int(size.attrib["Width"]), "Height": int(size.attrib["Height"])},
         }
+        rects = [_display_rect(node) for node in root.iter(f"{{{DZI_NS}}}DisplayRect")]
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: bad DeepZoom descriptor attribute {exc}") from None
+    if rects:
+        image["DisplayRect"] = rects
     return {"Image": image}
+
+
+def _display_rect(node: ET.Element) -> dict[str, dict[str, int]]:
+    """One ``DisplayRect`` element as ``{"Rect": {X, Y, Width, Height, MinLevel, MaxLevel}}``."""
+    rect = node.find(f"{{{DZI_NS}}}Rect")
+    if rect is None:
+        raise KeyError("Rect")
+    return {"Rect": {**{key: int(rect.attrib[key]) for key in ("X", "Y", "Width", "Height")},
+                     **{key: int(node.attrib[key]) for key in ("MinLevel", "MaxLevel")}}}
 
 
 def _copy_openseadragon(target: Path) -> None:

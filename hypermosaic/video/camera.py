@@ -16,6 +16,7 @@ functions of the view alone, so a frame never depends on the frames before it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,10 +25,12 @@ from hypermosaic.video.settings import VideoSettings
 
 __all__ = [
     "OVERSAMPLE",
+    "FrameViews",
     "View",
     "ZoomPath",
     "canvas_rect",
     "ease",
+    "frame_views",
     "ladder_side",
     "level_for",
     "mip_for",
@@ -150,11 +153,43 @@ def progress_at(t: int, frames: int, settings: VideoSettings) -> float:
     """Zoom progress of frame ``t``. Looping, frames sit at ``(t + 1) / frames`` of the whole
     descent, so the last one completes it (and, through the cross-fade, shows the whole canvas
     again) and the first is one ordinary step in; past the camera's sharp stop
-    (`ZoomPath.end`) `hypermosaic.video.run.zoom_frames` shows the miniature alone. Otherwise
-    the first frame is the canvas, the last the target."""
+    (`ZoomPath.end`) `frame_views` shows the miniature alone. Otherwise the first frame is the
+    canvas, the last the target."""
     if settings.loop:
         return ease((t + 1) / frames, settings.ease)
     return ease(t / (frames - 1), settings.ease)
+
+
+class FrameViews(NamedTuple):
+    """What one frame of the video shows: the ``camera``'s view mixed with the loop's
+    ``miniature`` (the view one descent up) by ``weight``: 0 shows the camera's alone, 1 the
+    miniature's alone."""
+
+    camera: View
+    miniature: View
+    weight: float
+
+
+def frame_views(
+    path: ZoomPath, settings: VideoSettings, frames: int, fade: int
+) -> Iterator[FrameViews]:
+    """The views of each of ``frames`` frames (drawn by `hypermosaic.video.run.zoom_frames`).
+
+    Looping, the camera's last frame is the last one at or before ``path.end`` (its sharp
+    stop); over the ``fade`` frames up to it the miniature is cross-faded in, its weight rising
+    smoothly to 1, and from there on it is shown alone, zooming on (its views at ``u - 1``).
+    """
+    progress = [progress_at(t, frames, settings) for t in range(frames)]
+    # the camera's last frame: from it on the miniature is shown alone (fade frames end there)
+    last = max(t for t, u in enumerate(progress) if u <= path.end + 1e-12)
+    fade = min(fade, last)  # the first frame is the camera's alone
+    for t, u in enumerate(progress):
+        weight = 0.0
+        if settings.loop and t >= last:
+            weight = 1.0
+        elif settings.loop and fade > 0:
+            weight = smoothstep((t - last + fade) / fade)
+        yield FrameViews(path.view(u), path.view(u - 1), weight)
 
 
 def smoothstep(x: float) -> float:

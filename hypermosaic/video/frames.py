@@ -22,14 +22,13 @@ from PIL import Image, UnidentifiedImageError
 from hypermosaic.errors import InputError
 from hypermosaic.store import Store
 from hypermosaic.tree import Address, Plan
-from hypermosaic.video.camera import View, canvas_rect, ladder_side, level_for, mip_for
+from hypermosaic.video.camera import View, ladder_side, mip_for
 from hypermosaic.video.planes import Planes, rgb_to_planes
+from hypermosaic.video.regions import BLEND, CanvasPart, address_at, canvas_part, region_cells
 
 __all__ = [
     "BACKGROUND",
-    "BLEND",
     "DECODE_THREADS",
-    "MARGIN",
     "NODE_CACHE_BYTES",
     "PAD",
     "FrameRenderer",
@@ -37,10 +36,6 @@ __all__ = [
     "background_planes",
 ]
 
-MARGIN = 0.02
-"""Extra canvas around a view (fraction of its size) assembled so the next frames reuse it."""
-BLEND = 0.2
-"""Fraction of a level (in zoom) over which the next depth fades in before it takes over."""
 NODE_CACHE_BYTES = 192 << 20
 DECODE_THREADS = 2
 """Threads decoding node images unless told otherwise (``--workers``)."""
@@ -202,52 +197,34 @@ class FrameRenderer:
 
         Raises InputError for a node image that cannot be read.
         """
-        rect = canvas_rect(view, self.plan.canvas_size, self.width, self.height)
-        if rect is None:
+        part = canvas_part(self.plan, self.width, self.height, view, self.blend)
+        if part is None:
             return Planes(*(plane.copy() for plane in self._background))
-        if rect == (0, 0, self.width, self.height):
-            return self._render_canvas(view, rect)
-        x0, y0, x1, y1 = rect
+        if part.rect == (0, 0, self.width, self.height):
+            return self._render_canvas(part)
+        x0, y0, x1, y1 = part.rect
         frame = Planes(*(plane.copy() for plane in self._background))
-        inner = self._render_canvas(view, rect)
+        inner = self._render_canvas(part)
         frame.y[y0:y1, x0:x1] = inner.y
-        for plane, part in ((frame.u, inner.u), (frame.v, inner.v)):
-            plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = part
+        for plane, half in ((frame.u, inner.u), (frame.v, inner.v)):
+            plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = half
         return frame
 
-    def _render_canvas(self, view: View, rect: tuple[int, int, int, int]) -> Planes:
-        """The pixels of ``rect`` (even-aligned ``(x0, y0, x1, y1)``, holding the canvas part
-        of the frame and at most a pixel or two past its edge, which show background)."""
-        x0, y0, x1, y1 = rect
-        pixel = (view.right - view.left) / self.width
-        pixel_y = (view.bottom - view.top) / self.height
-        canvas = self.plan.canvas_size
-        # the canvas area under rect, as it is (past the edge by under a pixel or two: the
-        # regions' padding shows background there) and clamped to the canvas (which nodes)
-        area = View(view.left + x0 * pixel, view.top + y0 * pixel_y,
-                    view.left + x1 * pixel, view.top + y1 * pixel_y)
-        inside = View(*(min(max(edge, 0.0), float(canvas)) for edge in area))
-        depth = level_for(self.plan, pixel)
-        weight = self.deeper_weight(depth, pixel)
-        keep = {depth, depth + 1} if weight > 0 else {depth}
+    def _render_canvas(self, part: CanvasPart) -> Planes:
+        """The pixels of ``part.rect`` (at most a pixel or two past the canvas edge, which show
+        background): its depth's region resampled, the next depth's blended in."""
+        x0, y0, x1, y1 = part.rect
+        keep = {part.depth, part.depth + 1} if part.weight > 0 else {part.depth}
         self._regions = {d: r for d, r in self._regions.items() if d in keep}
-        planes = self._region(inside, pixel, depth).sample(area, x1 - x0, y1 - y0)
-        if weight > 0:
-            deeper = self._region(inside, pixel, depth + 1).sample(area, x1 - x0, y1 - y0)
+        region = self._region(part.inside, part.pixel, part.depth)
+        planes = region.sample(part.area, x1 - x0, y1 - y0)
+        if part.weight > 0:
+            deeper = self._region(part.inside, part.pixel, part.depth + 1)
             planes = tuple(
-                Image.blend(a, b, weight) for a, b in zip(planes, deeper, strict=True)
+                Image.blend(a, b, part.weight)
+                for a, b in zip(planes, deeper.sample(part.area, x1 - x0, y1 - y0), strict=True)
             )
         return Planes(*(np.asarray(plane) for plane in planes))
-
-    def deeper_weight(self, depth: int, pixel: float) -> float:
-        """How much of depth + 1 is mixed into a frame of ``depth`` at ``pixel`` canvas pixels per
-        frame pixel: 0 until the last ``blend`` of the level, rising to 1 where it takes over."""
-        if depth >= self.plan.depth or self.blend <= 0:
-            return 0.0
-        switch = self.plan.span(depth) / self.plan.size
-        # w = 1 - log(pixel / switch) / log(grid ** blend), clamped to [0, 1]
-        reach = self.blend * math.log(self.plan.grids[depth])
-        return min(1.0, max(0.0, 1 - math.log(pixel / switch) / reach))
 
     def _region(self, area: View, pixel: float, depth: int) -> _Region:
         """The region of ``depth`` for this frame: the current one while it covers the area at a
@@ -264,12 +241,7 @@ class FrameRenderer:
         # 1. the nodes of this depth under the area and a margin around it
         span = self.plan.span(depth)
         cells = self.plan.canvas_size // span
-        mx = MARGIN * (area.right - area.left)
-        my = MARGIN * (area.bottom - area.top)
-        col0 = max(0, math.floor((area.left - mx) / span))
-        col1 = min(cells, max(col0 + 1, math.ceil((area.right + mx) / span)))
-        row0 = max(0, math.floor((area.top - my) / span))
-        row1 = min(cells, max(row0 + 1, math.ceil((area.bottom + my) / span)))
+        _, row0, row1, col0, col1 = block = region_cells(self.plan, area, depth)
         rows, cols = row1 - row0, col1 - col0
         # 2. paste each, scaled to side x side, with background padding at the canvas edges
         pad_left, pad_top = PAD * (col0 == 0), PAD * (row0 == 0)
@@ -278,8 +250,8 @@ class FrameRenderer:
             "RGB", (cols * side + pad_left + pad_right, rows * side + pad_top + pad_bottom),
             BACKGROUND,
         )
-        spots = [(row, col) for row in range(row0, row1) for col in range(col0, col1)]
-        addresses = [_address_at(self.plan, depth, row, col) for row, col in spots]
+        spots = block.spots()
+        addresses = [address_at(self.plan, depth, row, col) for row, col in spots]
         stored = [address for address in addresses if self.store.has(address)]
         mip = mip_for(self.plan.size, side)
         images = dict(zip(stored, self.nodes.get_many(stored, mip), strict=True))
@@ -313,16 +285,6 @@ class FrameRenderer:
         return image.resize(
             (side, side), Image.Resampling.BILINEAR, box=(left, top, left + reach, top + reach)
         )
-
-
-def _address_at(plan: Plan, depth: int, row: int, col: int) -> Address:
-    """The address of the depth-``depth`` node in global grid cell ``(row, col)``."""
-    steps = []
-    for level in range(depth):
-        below = math.prod(plan.grids[level + 1 : depth])
-        grid = plan.grids[level]
-        steps.append(((row // below) % grid, (col // below) % grid))
-    return tuple(steps)
 
 
 def _even(image: Image.Image) -> Image.Image:

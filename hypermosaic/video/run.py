@@ -1,8 +1,9 @@
 """Infinite-zoom videos of a build: the camera falls from the whole mosaic into one node.
 
 The camera follows a path of nodes (the build's ``focus``, a chosen one, or the central one) from
-the whole canvas down to the deepest node on it (`choose_path`), along an exponential zoom whose
-last view frames the target exactly as the first framed the canvas (`hypermosaic.video.camera`).
+the whole canvas down to the deepest node on it, or as deep as asked
+(`hypermosaic.video.target`), along an exponential zoom whose last view frames the target
+exactly as the first framed the canvas (`hypermosaic.video.camera`).
 That makes the video loop: before the camera stops (where the target's pixels reach the
 frame's, `hypermosaic.video.camera.ZoomPath.end`) the whole canvas, drawn in miniature exactly
 where the target node sits, cross-fades in (a matched cross-fade) and the miniature zooms on
@@ -12,9 +13,10 @@ ordinary zoom step further in (`zoom_frames`).
 Frames are rendered one at a time (`hypermosaic.video.frames.FrameRenderer`, a pure function of
 the view) and encoded straight away through PyAV (`hypermosaic.video.encode.VideoWriter`) while
 the next one is rendered on a second thread (`ahead`); no list of frames is ever held.
-`render_video` is the entry point, taking the options of ``hypermosaic video``: it holds the
-output folder's lock while it writes (`hypermosaic.store.folder_lock`), and turns Ctrl-C and a
-full disk into one-line errors.
+`render_video` is the entry point, taking the options of ``hypermosaic video``: with the build's
+config it first makes the nodes the frames draw and the store lacks (`hypermosaic.video.deeper`),
+it holds the output folders' locks while it writes (`output_locks`), and turns Ctrl-C and a full
+disk into one-line errors.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from hypermosaic.errors import InputError, Interrupted
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.store import Store, disk_full, folder_lock
-from hypermosaic.tree import Address, Plan, address_key, parse_address
-from hypermosaic.video.camera import ZoomPath, progress_at, sharp_end, smoothstep, zoom_path
+from hypermosaic.tree import Address, Plan
+from hypermosaic.video.camera import ZoomPath, frame_views, sharp_end, zoom_path
 from hypermosaic.video.encode import VideoWriter
 from hypermosaic.video.frames import DECODE_THREADS, FrameRenderer
 from hypermosaic.video.planes import Planes, blend_planes
@@ -45,16 +47,13 @@ from hypermosaic.video.settings import (
     frame_count,
     settings_from_options,
 )
+from hypermosaic.video.target import choose_path, open_build, video_plan
 
-__all__ = [
-    "AHEAD",
-    "VideoResult",
-    "ahead",
-    "choose_path",
-    "open_build",
-    "render_video",
-    "zoom_frames",
-]
+if TYPE_CHECKING:
+    from hypermosaic.build import BuildConfig
+    from hypermosaic.video.deeper import NodeSource
+
+__all__ = ["AHEAD", "VideoResult", "ahead", "output_locks", "render_video", "zoom_frames"]
 
 AHEAD = 2
 """Frames rendered ahead of the encoder, on a second thread."""
@@ -73,64 +72,8 @@ class VideoResult:
     height: int
     codec: str
     target: Address
-
-
-# --- the build and the path -------------------------------------------------------------------
-
-
-def open_build(build_dir: Path) -> tuple[Store, Plan]:
-    """Open a finished build. Raises InputError if it is missing, unreadable or incomplete."""
-    build_dir = Path(build_dir)
-    if not build_dir.is_dir():
-        raise InputError(f"{build_dir}: no such build directory")
-    store = Store.open(build_dir)
-    manifest = store.load_manifest() or {}
-    if manifest.get("complete") is not True:
-        raise InputError(
-            f"{build_dir}: the build is incomplete (still running or interrupted); "
-            "run `hypermosaic build` again to finish it"
-        )
-    return store, store.plan()
-
-
-def _central(plan: Plan, depth: int) -> tuple[int, int]:
-    grid = plan.grids[depth]
-    return grid // 2, grid // 2
-
-
-def choose_path(store: Store, plan: Plan, path: str | None) -> Address:
-    """The node the camera zooms into: ``path``, else the build's focus, else the central path.
-
-    A path shorter than the build is continued through central tiles while those nodes are
-    stored. Raises InputError for a path outside the grids or through nodes the build lacks.
-    """
-    if plan.depth == 0:
-        raise InputError(f"{store.root}: the build has depth 0; there is nothing to zoom into")
-    if path is not None:
-        try:
-            target = plan.validate_address(parse_address(path))
-        except ValueError as exc:
-            raise InputError(f"--path {path}: {exc}") from None
-    elif plan.focus is not None:
-        target = tuple(plan.focus[: plan.depth])
-    else:
-        target = ()
-    for depth in range(len(target) + 1):
-        if not store.has(target[:depth]):
-            deepest = store.deepest_available(target)
-            raise InputError(
-                f"{store.root}: the build is too shallow for path {address_key(target)}: "
-                f"node {address_key(target[:depth])} is missing "
-                f"(deepest stored: {address_key(deepest)})"
-            )
-    while len(target) < plan.depth:
-        child = target + (_central(plan, len(target)),)
-        if not store.has(child):
-            break
-        target = child
-    if not target:
-        raise InputError(f"{store.root}: no node below the primary image is stored")
-    return target
+    nodes_made: int = 0
+    """Nodes made for the video (with a config) before it was rendered."""
 
 
 # --- the frames -------------------------------------------------------------------------------
@@ -140,7 +83,8 @@ def zoom_frames(
     store: Store, plan: Plan, path: ZoomPath, settings: VideoSettings, frames: int, fade: int,
     threads: int = DECODE_THREADS,
 ) -> Iterator[Planes]:
-    """The frames of the video, made one at a time (nodes decoded on ``threads`` threads).
+    """The frames of the video, made one at a time (nodes decoded on ``threads`` threads) from
+    the views `hypermosaic.video.camera.frame_views` gives.
 
     Without the loop the camera goes from the canvas to the target. Looping, the camera's last
     frame is the last one at or before ``path.end`` (its sharp stop); over the ``fade`` frames
@@ -155,24 +99,15 @@ def zoom_frames(
     width, height = settings.width, settings.height
     camera = FrameRenderer(store, plan, width, height, threads=threads)
     miniature = FrameRenderer(store, plan, width, height, nodes=camera.nodes)
-    progress = [progress_at(t, frames, settings) for t in range(frames)]
-    # the camera's last frame: from it on the miniature is shown alone (fade frames end there)
-    last = max(t for t, u in enumerate(progress) if u <= path.end + 1e-12)
-    fade = min(fade, last)  # the first frame is the camera's alone
-    for t, u in enumerate(progress):
-        weight = 0.0
-        if settings.loop and t >= last:
-            weight = 1.0
-        elif settings.loop and fade > 0:
-            weight = smoothstep((t - last + fade) / fade)
-        if weight >= 1.0:
-            yield miniature.render(path.view(u - 1))
+    for views in frame_views(path, settings, frames, fade):
+        if views.weight >= 1.0:
+            yield miniature.render(views.miniature)
             continue
-        planes = camera.render(path.view(u))
-        if weight > 0:
+        planes = camera.render(views.camera)
+        if views.weight > 0:
             planes = Planes(*(np.array(plane) for plane in planes))
-            blend_planes(planes, miniature.render(path.view(u - 1)),
-                         (0, 0, width, height), weight)
+            blend_planes(planes, miniature.render(views.miniature),
+                         (0, 0, width, height), views.weight)
         yield planes
 
 
@@ -237,6 +172,19 @@ def _ctrl_c_interrupts() -> Iterator[None]:
         raise Interrupted("no video written; run the same command again") from None
 
 
+@contextmanager
+def output_locks(build_dir: Path | None, out_dir: Path) -> Iterator[None]:
+    """Hold the lock of the video's folder and, while nodes are made into it, the build's
+    folder (``build_dir``), each once. Raises InputError naming --out or OUT_DIR for a folder
+    another run holds or that cannot be written."""
+    with ExitStack() as locks:
+        if build_dir is not None:
+            locks.enter_context(folder_lock(build_dir, "OUT_DIR"))
+        if build_dir is None or out_dir.resolve() != build_dir.resolve():
+            locks.enter_context(folder_lock(out_dir, "--out"))
+        yield
+
+
 def _refuse_both(settings: VideoSettings | None, options: dict[str, object]) -> None:
     """Refuse options beside ``settings``, which would silently override them. Raises TypeError."""
     defaults = {"gif": False, "ease": 0.0, "fade": 1.0, "loop": True, "drift": True}
@@ -260,11 +208,14 @@ def render_video(
     preset: str | None = None,
     gif: bool = False,
     path: str | None = None,
+    depth: int | None = None,
     ease: float = 0.0,
     fade: float = 1.0,
     loop: bool = True,
     drift: bool = True,
+    config: BuildConfig | str | Path | None = None,
     workers: int | None = None,
+    scheduler_address: str | None = None,
     progress: ProgressCallback | None = None,
     settings: VideoSettings | None = None,
 ) -> VideoResult:
@@ -273,24 +224,30 @@ def render_video(
     The keyword options are those of ``hypermosaic video`` (`settings_from_options` fills the
     defaults: ``zoom.mp4``, or ``zoom.gif`` with ``gif``, in the build; 1920x1080 at 30 fps, a
     480x270, 15 fps GIF; vp9 for a ``.webm``, else h264); a prebuilt ``settings`` replaces them
-    all. ``workers`` is the number of threads decoding node images (default
-    `hypermosaic.video.frames.DECODE_THREADS`); it changes the speed, never the bytes, so it
-    may go with ``settings``. ``progress`` receives `hypermosaic.progress.Progress` events in
-    ``frames``. One run writes a folder at a time: the output folder's lock is held while the
-    video is written.
+    all. With the build's ``config`` (a TOML file or a `hypermosaic.build.BuildConfig`; its
+    ``out`` becomes ``build_dir``) the zoom may go deeper than the build (``depth``, or a longer
+    ``path``): the nodes the frames draw and the store lacks are made first, on ``workers``
+    local processes or the cluster at ``scheduler_address`` (`hypermosaic.video.deeper`).
+    ``workers`` is also the number of threads decoding node images (default
+    `hypermosaic.video.frames.DECODE_THREADS`); like the config and the scheduler it changes
+    the speed, never the bytes, so they may go with ``settings``. ``progress`` receives
+    `hypermosaic.progress.Progress` events in ``nodes`` (when made) and ``frames``. One run
+    writes a folder at a time: the output folder's lock is held while the video is written,
+    and the build folder's while nodes are made into it.
 
-    Raises InputError for bad options, a build that is missing, incomplete or too shallow for
-    the path, an output folder that cannot be made or written or is in use by another run (all
-    before any rendering), or a disk that fills up while encoding; `Interrupted` on Ctrl-C. An
-    interrupted or failed render leaves no partial file and whatever the output held before.
-    Raises TypeError when both ``settings`` and options are given.
+    Raises InputError for bad options or config, a build that is missing, incomplete or too
+    shallow for the path without a config, a config other than the build's, an output folder
+    that cannot be made or written or is in use by another run (all before any rendering), or
+    a disk that fills up; BuildError for nodes that failed; `Interrupted` on Ctrl-C (the nodes
+    made are kept). An interrupted or failed render leaves no partial file and whatever the
+    output held before. Raises TypeError when both ``settings`` and options are given.
     """
     with _ctrl_c_interrupts():
         # 1. settings, build, path
         _refuse_both(settings, {
             "size": size, "fps": fps, "seconds": seconds, "seconds_per_level": seconds_per_level,
-            "codec": codec, "crf": crf, "preset": preset, "gif": gif, "path": path, "ease": ease,
-            "fade": fade, "loop": loop, "drift": drift,
+            "codec": codec, "crf": crf, "preset": preset, "gif": gif, "path": path,
+            "depth": depth, "ease": ease, "fade": fade, "loop": loop, "drift": drift,
         })
         check_workers(workers)
         threads = DECODE_THREADS if workers is None else workers
@@ -299,14 +256,25 @@ def render_video(
         if settings is None:
             settings = settings_from_options(
                 out_file, size=size, fps=fps, seconds=seconds, seconds_per_level=seconds_per_level,
-                codec=codec, crf=crf, preset=preset, gif=gif, path=path, ease=ease, fade=fade,
-                loop=loop, drift=drift,
+                codec=codec, crf=crf, preset=preset, gif=gif, path=path, depth=depth, ease=ease,
+                fade=fade, loop=loop, drift=drift,
             )
         if out_file.suffix.lower() == ".gif" and settings.codec != "gif":
             settings = replace(settings, codec="gif")
         check_inputs(settings, out_file)
-        store, plan = open_build(Path(build_dir))
-        target = choose_path(store, plan, settings.path)
+        if config is None and scheduler_address is not None:
+            raise InputError("--scheduler-address needs --config: the pool only makes the "
+                             "nodes the build lacks, from its config")
+        source: NodeSource | None = None
+        if config is not None:
+            from hypermosaic.video.deeper import open_source  # Dask and the build: only here
+
+            source = open_source(config, Path(build_dir), workers, scheduler_address)
+        build_config = None if source is None else source.config
+        store, plan = open_build(Path(build_dir), build_config)
+        plan = video_plan(plan, settings, build_config, store.root)
+        target = choose_path(store, plan, settings.path, settings.depth,
+                             stored=build_config is None)
         # 2. camera and timing
         if sharp_end(plan, len(target), settings.width, settings.height) <= 0:
             whole = plan.size * plan.canvas_size // plan.span(len(target))
@@ -320,8 +288,13 @@ def render_video(
                            drift=settings.drift, loop=settings.loop)
         frames = frame_count(settings, len(target))
         fade_frames = min(frames // 2, round(settings.fade * settings.fps)) if settings.loop else 0
-        # 3. one run per output folder; render and encode one frame at a time
-        with folder_lock(out_file.parent, "--out"):
+        # 3. one run per output folder: the nodes the frames draw and the store lacks made
+        # first (with a config), then render and encode one frame at a time
+        made = 0
+        with output_locks(None if source is None else store.root, out_file.parent):
+            if source is not None:
+                made = source.make_missing(store, plan, camera, settings, frames, fade_frames,
+                                           progress)
             try:
                 _encode(out_file, settings, zoom_frames(
                     store, plan, camera, settings, frames, fade_frames, threads=threads,
@@ -333,7 +306,7 @@ def render_video(
                 raise full from None
         return VideoResult(
             path=out_file, frames=frames, fps=settings.fps, width=settings.width,
-            height=settings.height, codec=settings.codec, target=target,
+            height=settings.height, codec=settings.codec, target=target, nodes_made=made,
         )
 
 

@@ -81,9 +81,11 @@ class VideoSettings:
     `SECONDS_PER_LEVEL`) sets the length.
 
     ``path`` is a node address key (``3_4/1_2``); None takes the build's focus or the central
-    path. ``ease`` is the fraction of the time spent accelerating at the start and decelerating
-    at the end (0: constant speed). ``fade`` is the length of the loop cross-fade in seconds.
-    ``drift=False`` needs ``loop=False`` (see `hypermosaic.video.camera.zoom_path`).
+    path. ``depth`` is the target's depth (a shorter path is continued through central tiles);
+    None goes as deep as the build (or the path). ``ease`` is the fraction of the time spent
+    accelerating at the start and decelerating at the end (0: constant speed). ``fade`` is the
+    length of the loop cross-fade in seconds. ``drift=False`` needs ``loop=False`` (see
+    `hypermosaic.video.camera.zoom_path`).
     """
 
     width: int = DEFAULT_SIZE[0]
@@ -95,6 +97,7 @@ class VideoSettings:
     crf: int | None = None
     preset: str | None = None
     path: str | None = None
+    depth: int | None = None
     ease: float = 0.0
     drift: bool = True
     loop: bool = True
@@ -118,6 +121,7 @@ def settings_from_options(
     preset: str | None = None,
     gif: bool = False,
     path: str | None = None,
+    depth: int | None = None,
     ease: float = 0.0,
     fade: float = 1.0,
     loop: bool = True,
@@ -142,7 +146,7 @@ def settings_from_options(
     return VideoSettings(
         width=width, height=height, fps=fps,
         seconds=seconds, seconds_per_level=seconds_per_level, codec=codec, crf=crf,
-        preset=preset, path=path, ease=ease, drift=drift, loop=loop, fade=fade,
+        preset=preset, path=path, depth=depth, ease=ease, drift=drift, loop=loop, fade=fade,
     )
 
 
@@ -216,11 +220,16 @@ def check_inputs(settings: VideoSettings, out_file: Path) -> None:
             "--no-drift needs --no-loop: only the drifting zoom ends framing the target as it "
             "began framing the canvas, which is what lets the video loop"
         )
+    if settings.depth is not None and _number("--depth", settings.depth, True) < 1:
+        raise InputError(f"--depth {settings.depth}: must be at least 1")
     if settings.path is not None:
         try:
-            parse_address(settings.path)
+            steps = len(parse_address(settings.path))
         except ValueError as exc:
             raise InputError(f"--path {settings.path}: {exc}") from None
+        if settings.depth is not None and steps > settings.depth:
+            raise InputError(f"--path {settings.path}: {steps} levels deep, deeper than "
+                             f"--depth {settings.depth}")
 
 
 def frame_count(settings: VideoSettings, levels: int) -> int:

@@ -37,8 +37,9 @@ from hypermosaic.video.camera import View, ease, level_for, progress_at, zoom_pa
 from hypermosaic.video.encode import GifEncoder, VideoWriter
 from hypermosaic.video.frames import FrameRenderer, NodeCache
 from hypermosaic.video.planes import planes_to_rgb, rgb_to_planes
-from hypermosaic.video.run import AHEAD, ahead, choose_path, open_build, zoom_frames
+from hypermosaic.video.run import AHEAD, ahead, zoom_frames
 from hypermosaic.video.settings import frame_count, settings_from_options
+from hypermosaic.video.target import choose_path, open_build
 from tests.helpers import per_frame_palette_gif
 
 W, H = 128, 72
@@ -328,7 +329,8 @@ def test_bad_inputs_are_refused_and_nothing_is_written(mosaic, focused, tmp_path
         (mosaic, settings(codec="gif"), "--out .*x.mp4: a gif video needs a file ending in .gif"),
         (mosaic, settings(crf=99), "--crf 99: h264 takes 0 to 51"),
         (mosaic, settings(path="2_0"), "--path 2_0: step 2_0 of 2_0 is outside the 2x2 grid"),
-        (mosaic, settings(path="1_1/1_1/1_1/1_1"), "deeper than depth 3"),
+        (mosaic, settings(path="1_1/1_1/1_1/1_1"),
+         "--path 1_1/1_1/1_1/1_1: deeper than the build in .*build (depth 3); pass --config"),
         (mosaic, settings(seconds=2, seconds_per_level=1), "not both"),
         (mosaic, settings(drift=False), "--no-drift needs --no-loop"),
         (focused, settings(path="0_0/0_0"),
