@@ -7,6 +7,7 @@ test (or one of another command) can use the rest.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -113,3 +114,14 @@ def running_server(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
         assert process.wait(timeout=30) == 0
         errors = process.stderr.read()
         assert "Traceback" not in errors and errors.strip().endswith("stopped"), errors
+
+
+def cache_model(cache: Path, repo_id: str, source: Path) -> Path:
+    """Lay the model folder ``source`` out as the Hugging Face hub cache does
+    (``snapshots/<revision>/`` and ``refs/main``); returns the repository's cache folder."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(source, root / "snapshots" / revision)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(revision)
+    return root

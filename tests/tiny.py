@@ -330,3 +330,24 @@ def _ldm_clip(text_encoder: Any) -> dict[str, torch.Tensor]:
         name = key if key.startswith("text_model.") else "text_model." + key
         out["cond_stage_model.transformer." + name] = value
     return out
+
+
+def tiny_vision_model(projection_dim: int = TEXT_HIDDEN, seed: int = TINY_SEED) -> Any:
+    """A tiny seeded ``CLIPVisionModelWithProjection`` (32 px images, 8 px patches: 16 patch
+    tokens and a class token, width 32), float32, eval. Its default ``projection_dim`` matches
+    the tiny text encoder's width, as ViT-L/14's matches SD 1.x's."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        layer_norm_eps=1e-5,
+        projection_dim=projection_dim,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPVisionModelWithProjection(config).eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from hypermosaic.pipelines.models import (
     native_size,
     resolve_device_dtype,
 )
+from tests.helpers import cache_model
 from tests.tiny import (
     save_tiny_single_file,
     tiny_pipeline,
@@ -50,28 +50,8 @@ def scheduler_config(tiny_dir: Path) -> dict:
     return DDIMScheduler.load_config(tiny_dir / "scheduler")
 
 
-@pytest.fixture()
-def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, offline; huggingface_hub reads its constants at import."""
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
-def _cache_model(cache: Path, repo_id: str, source: Path) -> Path:
-    """Lay ``source`` out as the hub cache does: snapshots/<revision>/ and refs/main."""
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    root = cache / ("models--" + repo_id.replace("/", "--"))
-    shutil.copytree(source, root / "snapshots" / revision)
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(revision)
-    return root
 
 
 def _generate(pipe) -> np.ndarray:
@@ -133,7 +113,7 @@ def test_load_canvas_pipeline_resolves_then_loads(tiny_dir: Path, reference: np.
 
 
 def test_load_from_hf_cache_offline(tiny_dir: Path, reference: np.ndarray, hf_cache: Path) -> None:
-    _cache_model(hf_cache, REPO_ID, tiny_dir)
+    cache_model(hf_cache, REPO_ID, tiny_dir)
     pipe = load_pipeline(REPO_ID, device="cpu", dtype=torch.float32)
     np.testing.assert_array_equal(_generate(pipe), reference)
 
@@ -170,7 +150,7 @@ def test_single_file_with_local_config(
 def test_single_file_with_config_from_hf_cache(
     tiny_dir: Path, reference: np.ndarray, hf_cache: Path, tmp_path: Path
 ) -> None:
-    _cache_model(hf_cache, REPO_ID, tiny_dir)
+    cache_model(hf_cache, REPO_ID, tiny_dir)
     checkpoint = save_tiny_single_file(tmp_path / "tiny.safetensors")
     pipe = load_pipeline(str(checkpoint), device="cpu", dtype=torch.float32, config=REPO_ID)
     np.testing.assert_array_equal(_generate(pipe), reference)
@@ -198,7 +178,7 @@ def test_locate_model_checks_sources_without_torch(
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == [str(tiny_dir), "False"]
-    snapshot = _cache_model(hf_cache, REPO_ID, tiny_dir) / "snapshots"
+    snapshot = cache_model(hf_cache, REPO_ID, tiny_dir) / "snapshots"
     assert locate_model(REPO_ID).folder.parent == snapshot
     checkpoint = save_tiny_single_file(tmp_path / "tiny.safetensors")
     assert locate_model(str(checkpoint), config=REPO_ID) == ModelSource(
