@@ -21,6 +21,7 @@ from hypermosaic.errors import InputError
 __all__ = [
     "COMPONENTS",
     "Upscaler",
+    "check_vision_model",
     "component",
     "cuda_device_count",
     "describe_upscaler",
@@ -41,6 +42,7 @@ COMPONENTS: dict[str, str] = {
     "engine.diffusion": "hypermosaic.pipelines.img2img:DiffusionEngine",
     "model.locate": "hypermosaic.pipelines.models:locate_model",
     "model.native_size": "hypermosaic.pipelines.models:native_size",
+    "image_prompt.check": "hypermosaic.pipelines.image_prompt.checks:check_vision_model",
     "canvas.pipeline": "hypermosaic.pipelines.models:load_canvas_pipeline",
     "canvas.render": "hypermosaic.pipelines.canvas:render_canvas",
     "upscaler.load": "hypermosaic.pipelines.esrgan:load_upscaler",
@@ -88,6 +90,15 @@ def native_size(source: Any) -> int | None:
     """The native image side of a located model, from its configs (no weights)."""
     result: int | None = component("model.native_size")(source)
     return result
+
+
+def check_vision_model(source: Any, vision_model: str, vision_config: str | None,
+                       space: str) -> str:
+    """The space image prompts work in with a located model's text encoder (``auto``
+    resolved), from configs alone; `InputError` naming the ``image_prompt`` key for a missing
+    vision model, a projection that does not fit, or ``projected`` without a text projection."""
+    resolved: str = component("image_prompt.check")(source, vision_model, vision_config, space)
+    return resolved
 
 
 def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:

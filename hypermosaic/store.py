@@ -193,7 +193,8 @@ class Store:
         )
 
     def check_compatible(self, fingerprints: dict[str, str], force: bool,
-                         remedy: str = "use --force to rebuild") -> None:
+                         remedy: str = "use --force to rebuild, or choose another --out"
+                         ) -> None:
         """Refuse to mix nodes made from different settings; with ``force`` start afresh.
 
         Depths present in both the stored build and the new config must have equal
@@ -222,7 +223,7 @@ class Store:
                     else f"the level-{changed[0]} settings")
             raise InputError(
                 f"{self.root}: was built with different settings ({what} changed); "
-                f"{remedy}, or choose another --out"
+                f"{remedy}"
             )
         self.clear()
 

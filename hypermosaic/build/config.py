@@ -31,6 +31,7 @@ from hypermosaic.identity import (
     check_device,
     check_upscaler,
 )
+from hypermosaic.image_prompts import TILE, ImagePromptConfig, merge_image_prompts
 from hypermosaic.publish import PublishConfig
 from hypermosaic.settings import Strict, read_config_file, set_dotted, validation_message
 from hypermosaic.tree import Plan
@@ -79,6 +80,7 @@ class LevelConfig(Strict):
     steps: Annotated[int, Field(ge=1, le=1000)] | None = None
     guidance: Annotated[float, Field(ge=0, le=50)] | None = None
     init_upscale: str | None = None
+    image_prompt: ImagePromptConfig | None = None  # [levels.N.image_prompt], over [image_prompt]
 
     @field_validator("init_upscale")
     @classmethod
@@ -196,6 +198,7 @@ class BuildConfig(Strict):
     diffusion: DiffusionConfig = DiffusionConfig()
     focus: FocusConfig | None = None
     publish: PublishConfig = PublishConfig()
+    image_prompt: ImagePromptConfig | None = None
 
     @field_validator("levels")
     @classmethod
@@ -230,6 +233,7 @@ class BuildConfig(Strict):
         if self.engine == "diffusion" and self.size % 8:
             raise ValueError(f"size: {self.size} is not a multiple of 8 (the diffusion VAE "
                              "works on 8-pixel blocks)")
+        self._check_image_prompts()
         if self.focus is not None:
             if len(self.focus.path) > self.depth:
                 raise ValueError(
@@ -240,6 +244,30 @@ class BuildConfig(Strict):
             except ValueError as exc:
                 raise ValueError(f"focus.path: {exc}") from None
         return self
+
+    def _check_image_prompts(self) -> None:
+        """Image prompts need the diffusion engine, and every table that applies an image."""
+        if self.tiles.image_prompt is not None:
+            raise ValueError("tiles.image_prompt: image prompts go in [image_prompt] (and "
+                             "[levels.N.image_prompt])")
+        for depth in sorted({*range(1, self.depth + 1), *self.levels}):
+            prompt, key = self.image_prompt_at(depth), self.image_prompt_key(depth)
+            if prompt is not None and self.engine != "diffusion":
+                raise ValueError(f"{key}: image prompts need engine = \"diffusion\"")
+            if prompt is not None and prompt.image is None:
+                raise ValueError(f"{key}.image: missing (\"{TILE}\" or an image file)")
+
+    def image_prompt_at(self, depth: int) -> ImagePromptConfig | None:
+        """Depth ``depth``'s image prompt: ``[levels.N.image_prompt]`` over ``[image_prompt]``."""
+        level = self.levels.get(depth)
+        return merge_image_prompts(self.image_prompt, None if level is None else level.image_prompt)
+
+    def image_prompt_key(self, depth: int) -> str:
+        """The table that sets depth ``depth``'s image prompt, for error messages."""
+        level = self.levels.get(depth)
+        if level is not None and level.image_prompt is not None:
+            return f"levels.{depth}.image_prompt"
+        return "image_prompt"
 
     @property
     def grids(self) -> tuple[int, ...]:
@@ -279,10 +307,10 @@ class BuildConfig(Strict):
 
     def level(self, depth: int) -> LevelSettings:
         """Settings for the tiles that become depth-``depth`` nodes (depth >= 1)."""
-        merged: dict[str, Any] = DEFAULT_TILES.model_dump()
+        merged: dict[str, Any] = DEFAULT_TILES.model_dump(exclude={"image_prompt"})
         for layer in (self.tiles, self.levels.get(depth)):
             if layer is not None:
-                merged.update(layer.model_dump(exclude_none=True))
+                merged.update(layer.model_dump(exclude_none=True, exclude={"image_prompt"}))
         return LevelSettings(**merged)
 
 
@@ -337,12 +365,19 @@ def build_config_from_dict(
             local = base / layer["init_upscale"]
             if local.suffix.lower() in WEIGHT_SUFFIXES:
                 layer["init_upscale"] = str(local)
-    diffusion = raw.get("diffusion")
-    for key in ("model", "config"):
-        if isinstance(diffusion, dict) and isinstance(diffusion.get(key), str):
-            local = base / diffusion[key]
-            if local.exists():
-                diffusion[key] = str(local)
+    layers = levels.values() if isinstance(levels, dict) else []
+    prompts = [raw.get("image_prompt"), *(layer.get("image_prompt") for layer in layers
+                                          if isinstance(layer, dict))]
+    for table in [raw.get("diffusion"), *prompts]:
+        for key in ("model", "config", "vision_model", "vision_config"):
+            if isinstance(table, dict) and isinstance(table.get(key), str):
+                local = base / table[key]
+                if local.exists():
+                    table[key] = str(local)
+    for table in prompts:  # "tile", or an image file
+        image = table.get("image") if isinstance(table, dict) else None
+        if isinstance(table, dict) and isinstance(image, str) and image != TILE:
+            table["image"] = str(base / image)
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(raw, key, value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class TileJob:
     steps: int
     guidance: float
     init_upscale: str = BICUBIC  # or the ESRGAN model that enlarges the tile into its init
+    # `hypermosaic.image_prompts.ImagePromptConfig`'s items; its image is "tile" or the key of
+    # a style image the engine was given (workers never read it from disk); None: no image prompt
+    image_prompt: tuple[tuple[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from hypermosaic.build.config import BuildConfig
 from hypermosaic.identity import BICUBIC, ESRGAN_MODELS, file_digest, model_file_digest
+from hypermosaic.image_prompts import TILE
 
 __all__ = ["fingerprints"]
 
@@ -55,16 +57,24 @@ def fingerprints(config: BuildConfig, depth: int | None = None) -> dict[str, str
 
 
 def _level_print(config: BuildConfig, depth: int) -> dict[str, Any]:
-    """A depth's settings as fingerprinted: the default bicubic init is left out (prints of
-    builds made before ``init_upscale`` existed stay valid); a model comes with the dtype it
-    runs in (``diffusion.dtype``), a weights file counts by content."""
+    """A depth's settings as fingerprinted: the default bicubic init and an absent image
+    prompt are left out (prints of builds made before they existed stay valid); a model comes
+    with the dtype it runs in (``diffusion.dtype``), a file counts by content."""
     settings = config.level(depth).model_dump()
     upscaler = settings.pop("init_upscale")
-    if upscaler == BICUBIC:
-        return settings
-    settings["init_upscale"] = (upscaler if upscaler in ESRGAN_MODELS else
-                                model_file_digest(upscaler, config.init_upscale_key(depth)))
-    settings["init_dtype"] = config.diffusion.dtype
+    if upscaler != BICUBIC:
+        settings["init_upscale"] = (upscaler if upscaler in ESRGAN_MODELS else
+                                    model_file_digest(upscaler, config.init_upscale_key(depth)))
+        settings["init_dtype"] = config.diffusion.dtype
+    prompt = config.image_prompt_at(depth)
+    if prompt is not None:
+        key = config.image_prompt_key(depth)
+        image = prompt.image or TILE
+        settings["image_prompt"] = {
+            **prompt.model_dump(mode="json"),
+            "image": image if image == TILE else file_digest(Path(image), f"{key}.image"),
+            "vision_file": model_file_digest(prompt.vision_model, f"{key}.vision_model"),
+        }
     return settings
 
 

@@ -203,8 +203,8 @@ def check_store(config: BuildConfig, store: Store) -> dict[str, str]:
     fingerprints down to the deepest of them."""
     recorded = (store.load_manifest() or {}).get("fingerprints", {})
     prints = fingerprints(config, max([config.depth, *(int(depth) for depth in recorded)]))
-    store.check_compatible(prints, force=False,
-                           remedy="rebuild it with hypermosaic build --force")
+    remedy = "rebuild it with hypermosaic build --force, or use another folder"
+    store.check_compatible(prints, force=False, remedy=remedy)
     return prints
 
 

@@ -20,13 +20,15 @@ RECOLOR_BATCH = 64
 
 
 def tile_jobs(config: BuildConfig, children: list[Address]) -> list[TileJob]:
-    """The jobs of some planned nodes: their prompts, settings and address-derived seeds."""
+    """The jobs of some planned nodes: their prompts, settings (image prompts included) and
+    address-derived seeds."""
     jobs = []
     for address in children:
         depth = len(address)
         level = config.level(depth)
         row, col = address[-1]
         prompt, negative = level.prompts_for(depth, row, col)
+        image_prompt = config.image_prompt_at(depth)
         jobs.append(TileJob(
             address=address,
             seed=node_seed(config.seed, address),
@@ -36,6 +38,7 @@ def tile_jobs(config: BuildConfig, children: list[Address]) -> list[TileJob]:
             steps=level.steps,
             guidance=level.guidance,
             init_upscale=level.init_upscale,
+            image_prompt=None if image_prompt is None else tuple(image_prompt.model_dump().items()),
         ))
     return jobs
 

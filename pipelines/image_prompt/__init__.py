@@ -1,2 +1,4 @@
-"""Image prompts (issue 13, in progress): CLIP image embeddings steering the prompt's token
-embeddings (`guidance`: pure functions), and the CLIP vision model that makes them (`vision`)."""
+"""Image prompts (issue 13): CLIP image embeddings steering the prompt's token embeddings
+(`guidance` and `mapping`: pure functions), the CLIP vision model that makes them (`vision`),
+their checks against a model's text encoder from configs alone (`checks`), and their use on a
+batch of build tiles (`encode`). docs/image-prompts.md says what each setting does."""

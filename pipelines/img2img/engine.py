@@ -3,7 +3,8 @@
 One pipeline is loaded per worker (`load_pipeline`); the primary comes from its text-to-image
 form and the tiles from the image-to-image form over the same components. Tiles with equal
 settings (steps, strength, guidance) share calls of up to ``batch_size`` tiles; prompt embeddings
-are computed once per `tiles` call for each distinct prompt pair and indexed per tile. Each tile
+are computed once per `tiles` call for each distinct prompt pair and indexed per tile, then moved
+by each tile's image prompt, if it has one (`hypermosaic.pipelines.image_prompt.encode`). Each tile
 has its own CPU ``torch.Generator`` seeded from its job, so its noise does not depend on its
 batch-mates nor on the device. Its bytes can, by one uint8 level: batched matrix products sum
 in another order. The build therefore always calls with the same fixed batches
@@ -21,6 +22,7 @@ import torch
 
 from hypermosaic.build.engines import PrimaryJob, TileContext, TileJob
 from hypermosaic.errors import InputError
+from hypermosaic.pipelines.image_prompt.encode import ImagePrompts, with_guidance
 from hypermosaic.pipelines.models import (
     img2img_pipeline,
     load_pipeline,
@@ -62,7 +64,9 @@ class DiffusionEngine:
     """The `hypermosaic.build.engines.Engine` backed by a diffusers Stable Diffusion pipeline.
 
     ``model``, ``scheduler``, ``dtype`` and ``device`` are as in `load_pipeline` and
-    `resolve_device_dtype`; ``config`` is the component-config source of a single-file model.
+    `resolve_device_dtype`; ``config`` is the component-config source of a single-file model;
+    ``style_images`` are the image prompts' style images, ``(key, encoded image)`` pairs
+    (`hypermosaic.pipelines.image_prompt.encode.ImagePrompts`).
     Silences diffusers' and transformers' progress bars and warnings in this process (an engine
     lives in a worker, whose output would break the build's own progress display; errors still
     raise). Raises `InputError` when the model cannot be loaded.
@@ -76,6 +80,7 @@ class DiffusionEngine:
         batch_size: int = 4,
         device: str = "auto",
         config: str | None = None,
+        style_images: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
         if batch_size < 1:
             raise InputError(f"diffusion.batch_size: {batch_size} (must be at least 1)")
@@ -86,6 +91,7 @@ class DiffusionEngine:
             model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config
         )
         self.img2img = img2img_pipeline(self.text2img)
+        self.image_prompts = ImagePrompts(device, dtype, style_images)
 
     def primary(self, job: PrimaryJob) -> np.ndarray:
         """The root image from the model's text-to-image, ``(size, size, 3)`` uint8."""
@@ -116,11 +122,15 @@ class DiffusionEngine:
         pairs = sorted({(job.prompt, job.negative_prompt) for job in jobs})
         embeddings = self._encode(self.img2img, pairs)
         row = {pair: index for index, pair in enumerate(pairs)}
-        # 2. group tiles with equal settings, in order of first appearance
+        # 2. image prompts: the moved prompt states of the tiles they move (negatives untouched)
+        own = torch.tensor([row[(job.prompt, job.negative_prompt)] for job in jobs])
+        guided = self.image_prompts.guide(self.img2img, embeddings["prompt_embeds"][own], jobs,
+                                          inits) if any(job.image_prompt for job in jobs) else {}
+        # 3. group tiles with equal settings, in order of first appearance
         groups: dict[tuple[int, float, float], list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault((job.steps, job.strength, job.guidance), []).append(index)
-        # 3. one pipeline call per chunk of at most batch_size tiles of a group
+        # 4. one pipeline call per chunk of at most batch_size tiles of a group
         for (steps, strength, guidance), members in groups.items():
             if int(steps * strength) < 1:
                 out[members] = inits[members]
@@ -129,8 +139,11 @@ class DiffusionEngine:
                 chunk = members[start : start + self.batch_size]
                 rows = torch.tensor([row[(jobs[i].prompt, jobs[i].negative_prompt)] for i in chunk])
                 images = torch.from_numpy(inits[chunk]).permute(0, 3, 1, 2).float() / 255.0
+                inputs = {name: value[rows] for name, value in embeddings.items()}
+                inputs["prompt_embeds"] = with_guidance(inputs["prompt_embeds"],
+                                                        [guided.get(i) for i in chunk])
                 result = self.img2img(
-                    **{name: value[rows] for name, value in embeddings.items()},
+                    **inputs,
                     image=images,
                     strength=strength,
                     num_inference_steps=steps,

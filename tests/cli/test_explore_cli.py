@@ -41,7 +41,7 @@ def test_a_store_of_other_settings_is_refused_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert result.output == (f"Error: {out}: was built with different settings (the primary "
                              "image or the global settings changed); rebuild it with "
-                             "hypermosaic build --force, or choose another --out\n")
+                             "hypermosaic build --force, or use another folder\n")
     assert sorted(p.name for p in out.iterdir()) == [".hypermosaic.lock", "manifest.json",
                                                       "nodes"]
 

@@ -15,6 +15,7 @@ from hypermosaic.pipelines import runtime
 CALLS: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {
     "model.locate": (("model", None), {"key": "diffusion.model"}),
     "model.native_size": (("source",), {}),
+    "image_prompt.check": (("source", "vision", None, "auto"), {}),
     "canvas.pipeline": (("model", "cpu", "auto"), {}),
     "canvas.render": (("pipe", "plan", None), {}),
     "upscaler.load": (("x4plus",), {"device": "auto", "dtype": "auto", "tile": None,
