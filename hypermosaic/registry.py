@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,6 +22,7 @@ from hypermosaic.errors import InputError
 __all__ = [
     "COMPONENTS",
     "Upscaler",
+    "check_ip_adapter",
     "check_vision_model",
     "component",
     "cuda_device_count",
@@ -43,6 +45,7 @@ COMPONENTS: dict[str, str] = {
     "model.locate": "hypermosaic.pipelines.models:locate_model",
     "model.native_size": "hypermosaic.pipelines.models:native_size",
     "image_prompt.check": "hypermosaic.pipelines.image_prompt.checks:check_vision_model",
+    "image_prompt.ip_adapter": "hypermosaic.pipelines.image_prompt.ip_adapter:check_ip_adapter",
     "canvas.pipeline": "hypermosaic.pipelines.models:load_canvas_pipeline",
     "canvas.render": "hypermosaic.pipelines.canvas:render_canvas",
     "upscaler.load": "hypermosaic.pipelines.esrgan:load_upscaler",
@@ -99,6 +102,17 @@ def check_vision_model(source: Any, vision_model: str, vision_config: str | None
     vision model, a projection that does not fit, or ``projected`` without a text projection."""
     resolved: str = component("image_prompt.check")(source, vision_model, vision_config, space)
     return resolved
+
+
+def check_ip_adapter(source: Any, ip_adapter: str | None, subfolder: str,
+                     weight_name: str | None, vision_model: str, vision_config: str | None
+                     ) -> Path:
+    """The ``.safetensors`` file of an ``ip_adapter`` image prompt, checked against a located
+    model's UNet and the vision model from headers and configs alone; `InputError` naming the
+    ``image_prompt`` key for weights that are missing, pickled or do not fit."""
+    file: Path = component("image_prompt.ip_adapter")(source, ip_adapter, subfolder,
+                                                      weight_name, vision_model, vision_config)
+    return file
 
 
 def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:

@@ -62,3 +62,23 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CLIP vision model (projection as wide as the tiny text encoder), saved."""
+    from tests.tiny import tiny_vision_model
+
+    folder = tmp_path_factory.mktemp("vision") / "tiny-clip"
+    tiny_vision_model().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def narrow_vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny vision model projecting to 16 values, for a text encoder 32 wide."""
+    from tests.tiny import tiny_vision_model
+
+    folder = tmp_path_factory.mktemp("vision") / "narrow-clip"
+    tiny_vision_model(projection_dim=16).save_pretrained(folder)
+    return folder

@@ -16,8 +16,11 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def astronaut(height: int, width: int, top: int = 0, left: int = 0) -> np.ndarray:
@@ -125,3 +128,56 @@ def cache_model(cache: Path, repo_id: str, source: Path) -> Path:
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text(revision)
     return root
+
+
+ZERO = {"linear_start": 0.0, "linear_end": 0.0, "clustered": 0.0, "threshold": 0.0}
+"""Image-prompt settings that move nothing."""
+STRONG = {"linear_start": 0.5, "linear_end": 1.0, "max_image_guidance": 1.0,
+          "threshold_floor": 0.0}
+"""Image-prompt settings that move every token a lot."""
+
+
+def node_bytes(out: Path) -> dict[str, bytes]:
+    """Every PNG node of the build in ``out``, by path relative to its nodes folder."""
+    nodes = out / "nodes"
+    return {str(p.relative_to(nodes)): p.read_bytes() for p in sorted(nodes.rglob("*.png"))}
+
+
+def diffusion_raw_config(tiny_dir: Path, out: Path,
+                         image_prompt: dict[str, Any] | None = None,
+                         **extra: Any) -> dict[str, Any]:
+    """A small diffusion build on the tiny model in ``tiny_dir`` (size 64, grid 2, depth 1),
+    with an ``[image_prompt]`` block when given and ``extra`` keys laid over it."""
+    raw: dict[str, Any] = {
+        "engine": "diffusion", "size": 64, "grid": 2, "depth": 1, "seed": 5, "out": str(out),
+        "primary": {"prompt": "a turtle", "steps": 2},
+        "tiles": {"prompt": "shell {row} {col}", "strength": 0.6, "steps": 3, "guidance": 5.0},
+        "diffusion": {"model": str(tiny_dir), "batch_size": 4, "device": "cpu"},
+        **extra,
+    }
+    if image_prompt is not None:
+        raw["image_prompt"] = image_prompt
+    return raw
+
+
+def diffusion_config(tiny_dir: Path, out: Path, image_prompt: dict[str, Any] | None = None,
+                     **extra: Any) -> Any:
+    """`diffusion_raw_config` validated (paths relative to ``examples/``)."""
+    from hypermosaic.build.config import build_config_from_dict
+
+    return build_config_from_dict(diffusion_raw_config(tiny_dir, out, image_prompt, **extra),
+                                  base=EXAMPLES, source="test.toml")
+
+
+def count_calls(monkeypatch: Any, owner: Any, name: str) -> list[int]:
+    """Wrap ``owner.name`` (a function taking ``(model, images, ...)``) for this test; the
+    returned list gets the number of images of every call."""
+    calls: list[int] = []
+    original = getattr(owner, name)
+
+    def counted(model: Any, images: Any, *rest: Any) -> Any:
+        calls.append(len(images))
+        return original(model, images, *rest)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls

@@ -17,7 +17,7 @@ from hypermosaic.build.tasks import EngineSpec
 from hypermosaic.errors import InputError
 from hypermosaic.executor import cpu_count
 from hypermosaic.identity import BICUBIC
-from hypermosaic.image_prompts import TILE, ImagePromptConfig
+from hypermosaic.image_prompts import IP_ADAPTER, TILE, ImagePromptConfig
 from hypermosaic.images import encode, load_image, resize, square_crop
 
 __all__ = [
@@ -81,11 +81,17 @@ def style_images(config: BuildConfig) -> dict[str, np.ndarray]:
 
 def check_image_prompts(config: BuildConfig, source: object) -> None:
     """`InputError` naming the key for a vision model that is missing or whose projection does
-    not fit the text encoder of the located model ``source``, or a ``space`` it lacks."""
+    not fit the text encoder of the located model ``source``, or a ``space`` it lacks; for
+    ``method = "ip_adapter"``, IP-Adapter weights that are missing or do not fit."""
     for key, prompt in image_prompts(config):
         try:
-            registry.check_vision_model(source, prompt.vision_model, prompt.vision_config,
-                                        prompt.space)
+            if prompt.method == IP_ADAPTER:
+                registry.check_ip_adapter(source, prompt.ip_adapter, prompt.ip_adapter_subfolder,
+                                          prompt.ip_adapter_weight_name, prompt.vision_model,
+                                          prompt.vision_config)
+            else:
+                registry.check_vision_model(source, prompt.vision_model, prompt.vision_config,
+                                            prompt.space)
         except InputError as exc:
             message = str(exc)
             if message.startswith("image_prompt."):

@@ -17,7 +17,7 @@ from typing import Any
 
 from hypermosaic.build.config import BuildConfig
 from hypermosaic.identity import BICUBIC, ESRGAN_MODELS, file_digest, model_file_digest
-from hypermosaic.image_prompts import TILE
+from hypermosaic.image_prompts import IP_ADAPTER, IP_ADAPTER_KEYS, TILE, ImagePromptConfig
 
 __all__ = ["fingerprints"]
 
@@ -58,7 +58,8 @@ def fingerprints(config: BuildConfig, depth: int | None = None) -> dict[str, str
 
 def _level_print(config: BuildConfig, depth: int) -> dict[str, Any]:
     """A depth's settings as fingerprinted: the default bicubic init and an absent image
-    prompt are left out (prints of builds made before they existed stay valid); a model comes
+    prompt are left out, and so are the ``ip_adapter*`` keys of another method (prints of
+    builds made before they existed stay valid); a model comes
     with the dtype it runs in (``diffusion.dtype``), a file counts by content."""
     settings = config.level(depth).model_dump()
     upscaler = settings.pop("init_upscale")
@@ -71,11 +72,23 @@ def _level_print(config: BuildConfig, depth: int) -> dict[str, Any]:
         key = config.image_prompt_key(depth)
         image = prompt.image or TILE
         settings["image_prompt"] = {
-            **prompt.model_dump(mode="json"),
+            **prompt.model_dump(mode="json", exclude=None if prompt.method == IP_ADAPTER
+                                else set(IP_ADAPTER_KEYS)),
             "image": image if image == TILE else file_digest(Path(image), f"{key}.image"),
             "vision_file": model_file_digest(prompt.vision_model, f"{key}.vision_model"),
         }
+        if prompt.method == IP_ADAPTER:
+            settings["image_prompt"]["ip_adapter_file"] = _ip_adapter_digest(prompt, key)
     return settings
+
+
+def _ip_adapter_digest(prompt: ImagePromptConfig, key: str) -> str | None:
+    """The IP-Adapter file's `model_file_digest` (a folder's ``subfolder/weight_name``); None
+    for a Hugging Face id, which counts by name."""
+    weights = Path(prompt.ip_adapter or "")
+    if weights.is_dir() and prompt.ip_adapter_weight_name:
+        weights = weights / prompt.ip_adapter_subfolder / prompt.ip_adapter_weight_name
+    return model_file_digest(str(weights), f"{key}.ip_adapter")
 
 
 def _digest(value: Any) -> str:

@@ -51,6 +51,7 @@ from hypermosaic.canvas.regions import (
 )
 from hypermosaic.errors import InputError
 from hypermosaic.identity import Dtype, SchedulerName, check_device, check_upscaler
+from hypermosaic.image_prompts import TILE
 from hypermosaic.settings import Strict, set_dotted, validation_message
 
 __all__ = [
@@ -361,4 +362,15 @@ def _resolve_region(region: Any, base: Path) -> Any:
     for key in ("image", "mask"):
         if isinstance(region.get(key), str):
             region[key] = base / region[key]
+    prompt = region.get("image_prompt")
+    if isinstance(prompt, str):  # the image's path alone
+        prompt = {"image": prompt}
+    if isinstance(prompt, dict):
+        prompt = dict(prompt)
+        if isinstance(prompt.get("image"), str) and prompt["image"] != TILE:
+            prompt["image"] = str(base / prompt["image"])
+        for key in ("vision_model", "vision_config"):  # a local folder or file, else an id
+            if isinstance(prompt.get(key), str) and (base / prompt[key]).exists():
+                prompt[key] = str(base / prompt[key])
+        region["image_prompt"] = prompt
     return region

@@ -3,6 +3,7 @@
 A job is one canvas: a config and the pure plan of one of its seeds
 (`hypermosaic.canvas.plan`). Planning checks what only the model can tell, without loading it:
 that the model is there, that the brushes' sliding windows leave no gaps at its native size,
+that the CLIP vision model of each image prompt is there and fits the model's text encoder,
 and that the ESRGAN weights of an ``upscale`` are there and readable. Every message starts with
 the config's file (`CanvasConfig.source`).
 """
@@ -15,14 +16,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypermosaic import registry
 from hypermosaic.canvas.config import CanvasConfig, CanvasWarning
 from hypermosaic.canvas.grid import seed_notes
 from hypermosaic.canvas.plan import CanvasPlan, check_window_stride, plan_canvas
+from hypermosaic.canvas.regions import TextRegion
 from hypermosaic.errors import InputError
 
-__all__ = ["CanvasJob", "check_windows", "plan_jobs"]
+__all__ = ["CanvasJob", "check_image_prompts", "check_windows", "plan_jobs"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,14 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
     """Plan every seed of every config; `InputError` before any work for a bad input.
 
     Checks that each config names a model that is there (located without loading it), that
-    its sliding windows leave no gaps at the model's native size, that the ESRGAN model of an
-    ``upscale`` can load, and that no two canvases would write the same file. Seeds that
-    change nothing are reported as `CanvasWarning`.
+    its sliding windows leave no gaps at the model's native size, that its image prompts'
+    vision models fit it (`check_image_prompts`), that the ESRGAN model of an ``upscale`` can
+    load, and that no two canvases would write the same file. Seeds that change nothing are
+    reported as `CanvasWarning`.
     """
     jobs: list[CanvasJob] = []
     natives: dict[str, int | None] = {}
+    sources: dict[str, Any] = {}
     for config in configs:
         if config.model is None:
             raise InputError(f"{config.source}: model: no model given (set model in the config "
@@ -72,11 +77,12 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
         assert config.model is not None
         if config.model not in natives:
             try:
-                natives[config.model] = registry.native_size(
-                    registry.locate_model(config.model, key="model"))
+                sources[config.model] = registry.locate_model(config.model, key="model")
+                natives[config.model] = registry.native_size(sources[config.model])
             except InputError as exc:
                 raise InputError(f"{config.source}: {exc}") from None
         check_windows(config, natives[config.model])
+        check_image_prompts(config, sources[config.model])
     seen: dict[Path, str] = {}
     for job in jobs:
         target = job.config.out / job.stem
@@ -85,6 +91,22 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
                              "the configs different names or outputs")
         seen[target] = job.stem
     return jobs
+
+
+def check_image_prompts(config: CanvasConfig, source: Any) -> None:
+    """`InputError` naming ``regions.N.image_prompt``'s key for a vision model that is missing
+    or whose projection does not fit the text encoder of the located model ``source``, a
+    ``space`` it lacks, or a model image prompts do not support (SDXL)."""
+    for index, region in enumerate(config.regions):
+        prompt = region.image_prompt if isinstance(region, TextRegion) else None
+        if prompt is None:
+            continue
+        try:
+            registry.check_vision_model(source, prompt.vision_model, prompt.vision_config,
+                                        prompt.space)
+        except InputError as exc:
+            message = str(exc).removeprefix("image_prompt")  # ".vision_model: ...", ": ..."
+            raise InputError(f"{config.source}: regions.{index}.image_prompt{message}") from None
 
 
 def check_memory(config: CanvasConfig) -> None:

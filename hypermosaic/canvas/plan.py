@@ -2,10 +2,11 @@
 
 Pure and model-free: boxes in pixels as ``(top, bottom, left, right)``, brush masks at the
 resolution of 8-pixel cells (one Stable Diffusion latent position each), reference images
-already rescaled to their boxes, and the ordered edits of the initial noise with their seeds.
-A plan is what a worker needs, so workers read no files. Building it checks what the config
-alone could not: mask sizes, readable images, and that every cell of the canvas is covered by
-some prompt (`InputError` naming the region or the uncovered area).
+already rescaled to their boxes, text regions' image prompts with their images (cropped and
+resized, `hypermosaic.canvas.image_prompts`), and the ordered edits of the initial noise with
+their seeds. A plan is what a worker needs, so workers read no files. Building it checks what
+the config alone could not: mask sizes, readable images, and that every cell of the canvas is
+covered by some prompt (`InputError` naming the region or the uncovered area).
 
 Initial noise is drawn from ``seed`` for the whole canvas, then edited in this order: the seeded
 grid tiles in raster order (``full`` rewrites the tile's box; ``exclusive`` draws the same tile
@@ -36,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hypermosaic.canvas.config import CanvasConfig
 from hypermosaic.canvas.grid import grid_box, seed_box
+from hypermosaic.canvas.image_prompts import ImagePromptPlan, plan_image_prompt
 from hypermosaic.canvas.regions import (
     HYPERMOSAIC,
     MOD,
@@ -89,7 +91,8 @@ def _digest(array: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class PromptPlan:
-    """A prompt diffusing in a box (a grid tile or a text region), weighted by a profile."""
+    """A prompt diffusing in a box (a grid tile or a text region), weighted by a profile;
+    a text region's prompt may be guided by an image (``image_prompt``)."""
 
     name: str
     box: Box
@@ -98,6 +101,7 @@ class PromptPlan:
     guidance: float
     mask_type: str
     mask_weight: float
+    image_prompt: ImagePromptPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,8 @@ def _text_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
             guidance=_or(region.guidance, config.guidance),
             mask_type=region.mask_type,
             mask_weight=region.mask_weight,
+            image_prompt=None if region.image_prompt is None
+            else plan_image_prompt(region.image_prompt, f"regions.{index}.image_prompt"),
         )
         for index, region in enumerate(config.regions) if isinstance(region, TextRegion)
     )

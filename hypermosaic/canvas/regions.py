@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from hypermosaic.canvas.image_prompts import RegionImagePrompt
 from hypermosaic.settings import Strict
 
 __all__ = [
@@ -163,7 +164,8 @@ class BoxRegion(Strict):
 
 
 class TextRegion(BoxRegion):
-    """A prompt (or ensemble) diffusing in a box, weighted by a mask profile."""
+    """A prompt (or ensemble) diffusing in a box, weighted by a mask profile, its embeddings
+    optionally guided by an image (`hypermosaic.canvas.image_prompts`)."""
 
     kind: Literal["text"] = "text"
     prompt: Prompt
@@ -173,6 +175,7 @@ class TextRegion(BoxRegion):
     mask_weight: Weight = 1.0
     seed: Seed | None = None
     noise_eps: Annotated[float, Field(ge=0)] = 0.0
+    image_prompt: RegionImagePrompt | None = None
 
 
 class ImageRegion(BoxRegion):

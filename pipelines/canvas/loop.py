@@ -13,6 +13,9 @@ where ``a_k`` are the normalised weights of a prompt ensemble (one prompt: ``a =
 scheduler step then moves the whole canvas, so tiles never drift apart and no seam forms
 (Mixture of Diffusers, arXiv 2302.02412; MultiDiffusion; StreamMultiDiffusion, 2403.09055).
 
+A text region's image prompt moves its prompt's embedding rows once, before the first step
+(`hypermosaic.pipelines.image_prompt.canvas`); its negative prompt is never moved.
+
 Speed: the windows of a step that share a shape go through the UNet together, up to
 ``batch_size`` windows per call, each window with its unconditional and conditional rows
 (classifier-free guidance batched too); prompt embeddings are computed once per canvas. A call
@@ -64,6 +67,7 @@ from hypermosaic.pipelines.canvas.windows import (
     prompt_windows,
     window_input,
 )
+from hypermosaic.pipelines.image_prompt.canvas import guide_rows, guided_prompts
 from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
 from hypermosaic.tiling import Box
 
@@ -283,8 +287,9 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     timesteps = scheduler.timesteps
     total = len(timesteps)
 
-    # 2. Windows, and the embeddings of every distinct text, computed once.
-    rows = TextRows()
+    # 2. Windows, and the embeddings of every distinct text, computed once; the rows of a
+    #    region with an image prompt that moves something are guided, once.
+    rows = TextRows(guided_prompts(plan))
     native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
     check_window_stride(plan.window_stride, native, plan.window_size)
     size = native // f
@@ -296,7 +301,10 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     for window in windows:
         window.weight = window.weight.to(device)
         window.keep = None if window.keep is None else window.keep.to(device)
-    table = encode_texts(pipe, list(rows.texts), device)
+    texts = list(dict.fromkeys(text for text, _ in rows.texts))
+    encoded = encode_texts(pipe, texts, device)
+    table = encoded[[texts.index(text) for text, _ in rows.texts]]
+    table = guide_rows(pipe, plan, table, list(rows.texts))
 
     # 3. Initial noise and latents.
     noise, generator = initial_noise(plan, unet.config.in_channels, f)

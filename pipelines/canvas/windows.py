@@ -19,6 +19,7 @@ Pure tensor arithmetic on the CPU or the UNet's device; the denoising loop that 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
 
@@ -67,13 +68,17 @@ class Window:
 
 
 class TextRows:
-    """Gives each distinct text one row of the embedding table, in order of first use."""
+    """Gives each distinct text one row of the embedding table, in order of first use; the
+    texts of a prompt in ``guided`` (by name: its image prompt moves its embeddings) get rows
+    of their own, keyed ``(text, name)`` (other rows: ``(text, None)``)."""
 
-    def __init__(self) -> None:
-        self.texts: dict[str, int] = {}
+    def __init__(self, guided: Collection[str] = ()) -> None:
+        self.guided = frozenset(guided)
+        self.texts: dict[tuple[str, str | None], int] = {}
 
-    def __call__(self, text: str) -> int:
-        return self.texts.setdefault(text, len(self.texts))
+    def __call__(self, text: str, owner: str | None = None) -> int:
+        key = (text, owner if owner in self.guided else None)
+        return self.texts.setdefault(key, len(self.texts))
 
 
 def _window(
@@ -86,12 +91,13 @@ def _window(
     keep: np.ndarray | None = None,
     cfg: bool = True,
     always: bool = False,
+    owner: str | None = None,
 ) -> Window:
     cfg = cfg and (always or guidance > 1.0)
     total = sum(w for _, w in prompt)
     return Window(
         box=box,
-        rows=((rows(negative),) if cfg else ()) + tuple(rows(text) for text, _ in prompt),
+        rows=((rows(negative),) if cfg else ()) + tuple(rows(text, owner) for text, _ in prompt),
         mix=tuple(w / total for _, w in prompt),
         guidance=guidance,
         cfg=cfg,
@@ -111,6 +117,7 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
 
     ``cfg = False`` (guidance-embedded models) gives no window an unconditional row; else a
     window is guided when its guidance is above 1, or always in a Mixture of Diffusers plan.
+    A prompt in ``rows.guided`` gets rows of its own for its texts (not its negative prompt).
     """
     always = plan.compat == MOD
     windows = []
@@ -127,6 +134,7 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
                 rows,
                 cfg=cfg,
                 always=always,
+                owner=prompt.name,
             )
         )
     return windows

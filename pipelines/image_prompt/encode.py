@@ -6,11 +6,15 @@ engine was given) in one vision call, and moves each guided tile's prompt states
 `guidance.guide`; negative prompts are never touched. A tile whose settings move nothing (every
 weight 0 and no concept prompt) is not guided at all: the engine then passes the very tensors
 it passes without an image prompt (`with_guidance`), so its pixels are the same bytes.
+Tiles with ``method = "ip_adapter"`` are not guided here: `ImagePrompts.embed` gives their image
+embeddings (one vision call per batch too) and `adapter` their IP-Adapter file, which the engine
+runs (`hypermosaic.pipelines.image_prompt.ip_adapter`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +22,14 @@ import torch
 from torch import Tensor
 
 from hypermosaic.build.engines import TileJob
-from hypermosaic.image_prompts import GUIDANCE_KEYS, TILE
+from hypermosaic.image_prompts import GUIDANCE_KEYS, IP_ADAPTER, TILE
 from hypermosaic.images import decode
 from hypermosaic.pipelines.image_prompt.checks import resolve_space
 from hypermosaic.pipelines.image_prompt.guidance import ImagePromptSettings, guide
+from hypermosaic.pipelines.image_prompt.ip_adapter import IPAdapters, locate_ip_adapter
 from hypermosaic.pipelines.image_prompt.vision import (
     VisionModel,
+    image_embeddings,
     image_token_embeddings,
     load_vision_model,
 )
@@ -58,6 +64,8 @@ class ImagePrompts:
         self.device, self.dtype = device, dtype
         self.styles = {key: decode(data) for key, data in style_images}
         self._vision: dict[tuple[str, str | None], VisionModel] = {}
+        self._adapters: dict[tuple[str, str, str | None], Path] = {}
+        self.ip_adapters = IPAdapters()
 
     def vision(self, name: str, config: str | None) -> VisionModel:
         """The vision model ``name``, loaded the first time it is asked for."""
@@ -65,31 +73,35 @@ class ImagePrompts:
             self._vision[name, config] = load_vision_model(name, self.device, self.dtype, config)
         return self._vision[name, config]
 
+    def adapter(self, prompt: dict[str, Any]) -> Path:
+        """The IP-Adapter file of an ``ip_adapter`` image prompt (a job's items as a dict)."""
+        key = (prompt["ip_adapter"], prompt["ip_adapter_subfolder"],
+               prompt["ip_adapter_weight_name"])
+        if key not in self._adapters:
+            self._adapters[key] = locate_ip_adapter(*key)
+        return self._adapters[key]
+
+    def embed(self, jobs: Sequence[TileJob], inits: np.ndarray, device: torch.device,
+              dtype: torch.dtype) -> dict[int, Tensor]:
+        """The CLIP image embedding (D,) of each ``ip_adapter`` tile, by index into ``jobs``."""
+        active = {i: dict(job.image_prompt) for i, job in enumerate(jobs)
+                  if job.image_prompt is not None
+                  and dict(job.image_prompt)["method"] == IP_ADAPTER}
+        return self._embedded(active, inits, image_embeddings, device, dtype)
+
     def guide(self, pipe: Any, states: Tensor, jobs: Sequence[TileJob], inits: np.ndarray
               ) -> dict[int, Tensor]:
         """The guided prompt states (T, D) of each tile its image prompt moves, by index into
         ``jobs``; ``states`` (B, T, D) are the tiles' own, in the order of ``jobs``."""
-        # 1. the tiles an image prompt moves
+        # 1. the tiles an image prompt moves (an IP-Adapter moves no prompt token)
         active = {i: dict(job.image_prompt) for i, job in enumerate(jobs)
-                  if job.image_prompt is not None and moves(dict(job.image_prompt))}
+                  if job.image_prompt is not None and dict(job.image_prompt)["method"] !=
+                  IP_ADAPTER and moves(dict(job.image_prompt))}
         if not active:
             return {}
         # 2. image tokens: one vision call per vision model (siblings share one), each image once
-        tokens: dict[int, Tensor] = {}
-        groups: dict[tuple[str, str | None], list[int]] = {}
-        for i, prompt in active.items():
-            groups.setdefault((prompt["vision_model"], prompt["vision_config"]), []).append(i)
-        for (name, config), members in groups.items():
-            # a tile's own init by its index, a style image by its key
-            keys: list[int | str] = [i if active[i]["image"] == TILE else active[i]["image"]
-                                     for i in members]
-            distinct = list(dict.fromkeys(keys))
-            images = np.stack([inits[key] if isinstance(key, int) else self.styles[key]
-                               for key in distinct])
-            embedded = image_token_embeddings(self.vision(name, config), images,
-                                              states.device, states.dtype)
-            for i, key in zip(members, keys, strict=True):
-                tokens[i] = embedded[distinct.index(key)]
+        tokens = self._embedded(active, inits, image_token_embeddings, states.device,
+                                states.dtype)
         # 3. concept prompts, each encoded once, without classifier-free guidance
         concepts = sorted({prompt["concept"] for prompt in active.values() if prompt["concept"]})
         concept_states = {}
@@ -111,3 +123,24 @@ class ImagePrompts:
             guided[i] = guide(states[i : i + 1], tokens[i][None], projection, settings,
                               concept_states.get(prompt["concept"]))[0]
         return guided
+
+    def _embedded(self, active: dict[int, dict[str, Any]], inits: np.ndarray,
+                  embed: Callable[..., Tensor], device: torch.device, dtype: torch.dtype
+                  ) -> dict[int, Tensor]:
+        """``embed`` of each active tile's image, by index: one call per vision model
+        (siblings share one), each image once."""
+        embedded: dict[int, Tensor] = {}
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, prompt in active.items():
+            groups.setdefault((prompt["vision_model"], prompt["vision_config"]), []).append(i)
+        for (name, config), members in groups.items():
+            # a tile's own init by its index, a style image by its key
+            keys: list[int | str] = [i if active[i]["image"] == TILE else active[i]["image"]
+                                     for i in members]
+            distinct = list(dict.fromkeys(keys))
+            images = np.stack([inits[key] if isinstance(key, int) else self.styles[key]
+                               for key in distinct])
+            values = embed(self.vision(name, config), images, device, dtype)
+            for i, key in zip(members, keys, strict=True):
+                embedded[i] = values[distinct.index(key)]
+        return embedded

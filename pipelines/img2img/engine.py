@@ -4,7 +4,8 @@ One pipeline is loaded per worker (`load_pipeline`); the primary comes from its 
 form and the tiles from the image-to-image form over the same components. Tiles with equal
 settings (steps, strength, guidance) share calls of up to ``batch_size`` tiles; prompt embeddings
 are computed once per `tiles` call for each distinct prompt pair and indexed per tile, then moved
-by each tile's image prompt, if it has one (`hypermosaic.pipelines.image_prompt.encode`). Each tile
+by each tile's image prompt, if it has one (`hypermosaic.pipelines.image_prompt.encode`), or run
+with its IP-Adapter (`hypermosaic.pipelines.image_prompt.ip_adapter`). Each tile
 has its own CPU ``torch.Generator`` seeded from its job, so its noise does not depend on its
 batch-mates nor on the device. Its bytes can, by one uint8 level: batched matrix products sum
 in another order. The build therefore always calls with the same fixed batches
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,9 @@ import torch
 
 from hypermosaic.build.engines import PrimaryJob, TileContext, TileJob
 from hypermosaic.errors import InputError
+from hypermosaic.image_prompts import IP_ADAPTER
 from hypermosaic.pipelines.image_prompt.encode import ImagePrompts, with_guidance
+from hypermosaic.pipelines.image_prompt.ip_adapter import ip_adapter_embeds
 from hypermosaic.pipelines.models import (
     img2img_pipeline,
     load_pipeline,
@@ -126,12 +131,18 @@ class DiffusionEngine:
         own = torch.tensor([row[(job.prompt, job.negative_prompt)] for job in jobs])
         guided = self.image_prompts.guide(self.img2img, embeddings["prompt_embeds"][own], jobs,
                                           inits) if any(job.image_prompt for job in jobs) else {}
-        # 3. group tiles with equal settings, in order of first appearance
-        groups: dict[tuple[int, float, float], list[int]] = {}
+        # 3. IP-Adapter tiles: their image embeddings, one vision call per vision model
+        adapters = {i: self._adapter(job) for i, job in enumerate(jobs)}
+        states = embeddings["prompt_embeds"]
+        embeds = (self.image_prompts.embed(jobs, inits, states.device, states.dtype)
+                  if any(adapters.values()) else {})
+        # 4. group tiles with equal settings (and adapter), in order of first appearance
+        groups: dict[tuple[int, float, float, tuple[Path, float] | None], list[int]] = {}
         for index, job in enumerate(jobs):
-            groups.setdefault((job.steps, job.strength, job.guidance), []).append(index)
-        # 4. one pipeline call per chunk of at most batch_size tiles of a group
-        for (steps, strength, guidance), members in groups.items():
+            groups.setdefault((job.steps, job.strength, job.guidance, adapters[index]),
+                              []).append(index)
+        # 5. one pipeline call per chunk of at most batch_size tiles of a group
+        for (steps, strength, guidance, adapter), members in groups.items():
             if int(steps * strength) < 1:
                 out[members] = inits[members]
                 continue
@@ -139,20 +150,34 @@ class DiffusionEngine:
                 chunk = members[start : start + self.batch_size]
                 rows = torch.tensor([row[(jobs[i].prompt, jobs[i].negative_prompt)] for i in chunk])
                 images = torch.from_numpy(inits[chunk]).permute(0, 3, 1, 2).float() / 255.0
-                inputs = {name: value[rows] for name, value in embeddings.items()}
+                inputs: dict[str, Any] = {name: value[rows] for name, value in embeddings.items()}
                 inputs["prompt_embeds"] = with_guidance(inputs["prompt_embeds"],
                                                         [guided.get(i) for i in chunk])
-                result = self.img2img(
-                    **inputs,
-                    image=images,
-                    strength=strength,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=_generators([jobs[i].seed for i in chunk]),
-                    output_type="np",
-                )
+                running: AbstractContextManager[None] = nullcontext()
+                if adapter is not None:
+                    inputs["ip_adapter_image_embeds"] = ip_adapter_embeds(
+                        torch.stack([embeds[i] for i in chunk]),
+                        "negative_prompt_embeds" in inputs and guidance > 1)
+                    running = self.image_prompts.ip_adapters.applied(self.img2img, *adapter)
+                with running:
+                    result = self.img2img(
+                        **inputs,
+                        image=images,
+                        strength=strength,
+                        num_inference_steps=steps,
+                        guidance_scale=guidance,
+                        generator=_generators([jobs[i].seed for i in chunk]),
+                        output_type="np",
+                    )
                 out[chunk] = to_uint8(result.images)
         return out
+
+    def _adapter(self, job: TileJob) -> tuple[Path, float] | None:
+        """A tile's IP-Adapter file and scale; None without one."""
+        prompt = dict(job.image_prompt or ())
+        if prompt.get("method") != IP_ADAPTER:
+            return None
+        return self.image_prompts.adapter(prompt), float(prompt["ip_adapter_scale"])
 
     def check_inputs(self, inits: np.ndarray, jobs: Sequence[TileJob]) -> None:
         """Reject a batch that is not ``(B, S, S, 3)`` uint8 with one job per tile."""

@@ -15,16 +15,7 @@ from hypermosaic.errors import InputError
 from hypermosaic.registry import torch_threads
 from hypermosaic.store import Store
 from hypermosaic.tree import ROOT
-
-
-@pytest.fixture(scope="module")
-def local_client():
-    """One worker thread in this process: torch and the model are imported once, here."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
+from tests.helpers import node_bytes
 
 
 def config(tiny_dir: Path, out: Path):
@@ -40,11 +31,6 @@ def config(tiny_dir: Path, out: Path):
         "diffusion": {"model": str(tiny_dir), "batch_size": 3, "device": "cpu"},
     }
     return build_config_from_dict(raw, base=out.parent, source="test.toml")
-
-
-def node_bytes(out: Path) -> dict[str, bytes]:
-    nodes = Store(out, "png").nodes_dir
-    return {str(p.relative_to(nodes)): p.read_bytes() for p in sorted(nodes.rglob("*.png"))}
 
 
 @pytest.mark.slow

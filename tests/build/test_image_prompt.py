@@ -16,60 +16,9 @@ from hypermosaic.build.fingerprint import fingerprints
 from hypermosaic.cli import cli
 from hypermosaic.image_prompts import DEFAULT_VISION_MODEL, GUIDANCE_KEYS, ImagePromptConfig
 from hypermosaic.store import Store
-from tests.build.test_build_diffusion import local_client, node_bytes  # noqa: F401 (fixture)
+from tests.helpers import STRONG, ZERO, count_calls, diffusion_config, node_bytes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ZERO = {"linear_start": 0.0, "linear_end": 0.0, "clustered": 0.0, "threshold": 0.0}
-STRONG = {"linear_start": 0.5, "linear_end": 1.0, "max_image_guidance": 1.0,
-          "threshold_floor": 0.0}
-
-
-@pytest.fixture(scope="module")
-def vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny CLIP vision model (projection as wide as the tiny text encoder), saved."""
-    from tests.tiny import tiny_vision_model
-
-    folder = tmp_path_factory.mktemp("vision") / "tiny-clip"
-    tiny_vision_model().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def narrow_vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny vision model projecting to 16 values, for a text encoder 32 wide."""
-    from tests.tiny import tiny_vision_model
-
-    folder = tmp_path_factory.mktemp("vision") / "narrow-clip"
-    tiny_vision_model(projection_dim=16).save_pretrained(folder)
-    return folder
-
-
-def raw_config(tiny_dir: Path, out: Path, image_prompt: dict[str, Any] | None = None,
-               **extra: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "engine": "diffusion", "size": 64, "grid": 2, "depth": 1, "seed": 5, "out": str(out),
-        "primary": {"prompt": "a turtle", "steps": 2},
-        "tiles": {"prompt": "shell {row} {col}", "strength": 0.6, "steps": 3, "guidance": 5.0},
-        "diffusion": {"model": str(tiny_dir), "batch_size": 4, "device": "cpu"},
-        **extra,
-    }
-    if image_prompt is not None:
-        raw["image_prompt"] = image_prompt
-    return raw
-
-
-def config(tiny_dir: Path, out: Path, image_prompt: dict[str, Any] | None = None,
-           **extra: Any) -> Any:
-    return build_config_from_dict(raw_config(tiny_dir, out, image_prompt, **extra),
-                                  base=EXAMPLES, source="test.toml")
-
-
-@pytest.fixture(scope="module")
-def plain_nodes(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-                local_client) -> dict[str, bytes]:  # noqa: F811
-    out = tmp_path_factory.mktemp("plain") / "b"
-    assert build_mosaic(config(tiny_dir, out), client=local_client, publish=False).ok
-    return node_bytes(out)
 
 
 def test_schema_mirrors_the_guidance_settings() -> None:
@@ -81,8 +30,8 @@ def test_schema_mirrors_the_guidance_settings() -> None:
     for key in GUIDANCE_KEYS:
         if key != "space":  # "auto" resolves to one of guidance.SPACES per model
             assert getattr(mirrored, key) == getattr(defaults, key), key
-    assert set(ImagePromptConfig.model_fields["method"].annotation.__args__) == set(
-        guidance.METHODS)
+    assert set(ImagePromptConfig.model_fields["method"].annotation.__args__) == {
+        *guidance.METHODS, "ip_adapter"}  # the IP-Adapter is diffusers', not a mapping
     assert DEFAULT_VISION_MODEL == vision.DEFAULT_VISION_MODEL
 
 
@@ -103,37 +52,37 @@ def test_configs_without_image_prompts_keep_their_old_fingerprints() -> None:
 def test_levels_override_the_block_and_prints_follow_the_settings(tmp_path: Path) -> None:
     block = {"image": "tile", "threshold": 0.5}
     levels = {"2": {"image_prompt": {"image": "images/chelsea.png", "clustered": 0.0}}}
-    built = config(Path("m"), tmp_path / "o", block, depth=2, levels=levels)
+    built = diffusion_config(Path("m"), tmp_path / "o", block, depth=2, levels=levels)
     assert built.image_prompt_at(1) == ImagePromptConfig(image="tile", threshold=0.5)
     deep = built.image_prompt_at(2)
     assert deep is not None and deep.threshold == 0.5 and deep.clustered == 0.0
     assert deep.image == str(EXAMPLES / "images" / "chelsea.png")  # relative to the config
-    plain = fingerprints(config(Path("m"), tmp_path / "o", depth=2))
+    plain = fingerprints(diffusion_config(Path("m"), tmp_path / "o", depth=2))
     prints = fingerprints(built)
     assert prints["0"] == plain["0"] and prints["1"] != plain["1"]
-    other = fingerprints(config(Path("m"), tmp_path / "o", {**block, "threshold": 0.4},
+    other = fingerprints(diffusion_config(Path("m"), tmp_path / "o", {**block, "threshold": 0.4},
                                 depth=2, levels=levels))
     assert other["1"] != prints["1"] and other["2"] != prints["2"]
 
 
 def test_all_settings_zero_is_byte_identical_to_no_image_prompt(
-    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,  # noqa: F811
+    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,
     plain_nodes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    zero = config(tiny_dir, tmp_path / "zero",
+    zero = diffusion_config(tiny_dir, tmp_path / "zero",
                   {"image": "tile", "vision_model": str(vision_dir), **ZERO})
     assert build_mosaic(zero, client=local_client, publish=False).ok
     assert node_bytes(zero.out) == plain_nodes
 
 
 def test_image_prompts_change_nodes_and_resume_to_the_same_bytes(
-    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,  # noqa: F811
+    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,
     plain_nodes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for image in ("tile", "images/chelsea.png"):
-        guided = config(tiny_dir, tmp_path / Path(image).stem,
+        guided = diffusion_config(tiny_dir, tmp_path / Path(image).stem,
                         {"image": image, "vision_model": str(vision_dir), **STRONG})
         assert build_mosaic(guided, client=local_client, publish=False).ok
         nodes = node_bytes(guided.out)
@@ -147,14 +96,14 @@ def test_image_prompts_change_nodes_and_resume_to_the_same_bytes(
 
 @pytest.mark.slow
 def test_tile_image_prompts_on_one_worker_equal_two(
-    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,  # noqa: F811
+    tiny_dir: Path, vision_dir: Path, tmp_path: Path, local_client,
     dask_client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prompt = {"image": "tile", "vision_model": str(vision_dir), "concept": "a shell", **STRONG}
     built = {}
     for name, client in (("one", local_client), ("two", dask_client)):
-        guided = config(tiny_dir, tmp_path / name, prompt, depth=2,
+        guided = diffusion_config(tiny_dir, tmp_path / name, prompt, depth=2,
                         diffusion={"model": str(tiny_dir), "batch_size": 3, "device": "cpu"})
         assert build_mosaic(guided, client=client, publish=False).ok
         built[name] = node_bytes(guided.out)
@@ -210,14 +159,7 @@ def test_one_vision_call_per_batch_and_settings_zero_pass_the_same_tensors(
     from hypermosaic.pipelines.image_prompt import encode
     from hypermosaic.pipelines.img2img import DiffusionEngine
 
-    calls: list[int] = []
-    embed = encode.image_token_embeddings
-
-    def counted(vision: Any, images: Any, *rest: Any) -> Any:
-        calls.append(len(images))
-        return embed(vision, images, *rest)
-
-    monkeypatch.setattr(encode, "image_token_embeddings", counted)
+    calls = count_calls(monkeypatch, encode, "image_token_embeddings")
     engine = DiffusionEngine(str(tiny_dir), device="cpu", batch_size=2)
     inits = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     context = TileContext(parent=inits[0], grid=2, primary=inits[0])

@@ -16,6 +16,7 @@ CALLS: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {
     "model.locate": (("model", None), {"key": "diffusion.model"}),
     "model.native_size": (("source",), {}),
     "image_prompt.check": (("source", "vision", None, "auto"), {}),
+    "image_prompt.ip_adapter": (("source", "adapter", "models", None, "vision", None), {}),
     "canvas.pipeline": (("model", "cpu", "auto"), {}),
     "canvas.render": (("pipe", "plan", None), {}),
     "upscaler.load": (("x4plus",), {"device": "auto", "dtype": "auto", "tile": None,
