@@ -351,3 +351,27 @@ def tiny_vision_model(projection_dim: int = TEXT_HIDDEN, seed: int = TINY_SEED) 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CLIPVisionModelWithProjection(config).eval()
+
+
+INPAINT_CHANNELS = 9  # latents (4) + mask (1) + masked-image latents (4), as SD inpainting UNets
+
+
+def tiny_inpaint_pipeline() -> Any:
+    """The tiny ``sd`` model with a seeded 9-channel inpainting UNet, as a
+    `StableDiffusionInpaintPipeline` (float32, CPU, progress bar off)."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    sd = _unet("sd")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        unet = UNet2DConditionModel.from_config(sd.config, in_channels=INPAINT_CHANNELS).eval()
+    pipe = StableDiffusionInpaintPipeline(**{**_tiny_components("sd"), "unet": unet})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_inpaint_pipeline(path: Path | str) -> Path:
+    """Write `tiny_inpaint_pipeline` as a diffusers directory; returns the path."""
+    path = Path(path)
+    tiny_inpaint_pipeline().save_pretrained(path, safe_serialization=True)
+    return path
