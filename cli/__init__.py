@@ -17,6 +17,7 @@ from hypermosaic import __version__
 from hypermosaic.cli.build import build_command
 from hypermosaic.cli.canvas import canvas_command
 from hypermosaic.cli.explore import explore_command
+from hypermosaic.cli.frame import frame_command
 from hypermosaic.cli.serve import serve_command
 from hypermosaic.cli.upscale import upscale_command
 from hypermosaic.cli.video import video_command
@@ -70,6 +71,7 @@ cli.add_command(explore_command)
 cli.add_command(video_command)
 cli.add_command(canvas_command)
 cli.add_command(upscale_command)
+cli.add_command(frame_command)
 
 
 def main() -> None:

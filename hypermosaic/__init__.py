@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from hypermosaic.build import build_mosaic
     from hypermosaic.canvas import paint_canvases
     from hypermosaic.explore import explore_build
+    from hypermosaic.frame import frame_print
     from hypermosaic.progress import Progress
     from hypermosaic.publish import publish_build, serve_build
     from hypermosaic.upscale import upscale_images
@@ -34,6 +35,7 @@ __all__ = [
     "Progress",
     "build_mosaic",
     "explore_build",
+    "frame_print",
     "paint_canvases",
     "publish_build",
     "render_video",
@@ -45,6 +47,7 @@ _ENTRY_POINTS = {
     "Progress": "hypermosaic.progress",
     "build_mosaic": "hypermosaic.build",
     "explore_build": "hypermosaic.explore",
+    "frame_print": "hypermosaic.frame",
     "paint_canvases": "hypermosaic.canvas",
     "publish_build": "hypermosaic.publish",
     "render_video": "hypermosaic.video",

@@ -29,6 +29,8 @@ __all__ = [
     "describe_upscaler",
     "diffusion_engine",
     "enlarge",
+    "inpaint_engine",
+    "inpaint_job",
     "load_canvas_pipeline",
     "load_upscaler",
     "locate_model",
@@ -42,6 +44,8 @@ __all__ = [
 
 COMPONENTS: dict[str, str] = {
     "engine.diffusion": "hypermosaic.pipelines.img2img:DiffusionEngine",
+    "engine.inpaint": "hypermosaic.pipelines.inpaint:InpaintEngine",
+    "inpaint.job": "hypermosaic.pipelines.inpaint:InpaintJob",
     "model.locate": "hypermosaic.pipelines.models:locate_model",
     "model.native_size": "hypermosaic.pipelines.models:native_size",
     "image_prompt.check": "hypermosaic.pipelines.image_prompt.checks:check_vision_model",
@@ -81,6 +85,17 @@ def component(name: str) -> Any:
 def diffusion_engine(settings: dict[str, Any]) -> Any:
     """The Stable Diffusion tile engine (`hypermosaic.build.engines.Engine`)."""
     return component("engine.diffusion")(**settings)
+
+
+def inpaint_engine(settings: dict[str, Any]) -> Any:
+    """The inpainting engine (`hypermosaic.pipelines.inpaint.InpaintEngine`): candidates of
+    a masked image by seed, composited so that outside the mask is the input's."""
+    return component("engine.inpaint")(**settings)
+
+
+def inpaint_job(**fields: Any) -> Any:
+    """An `hypermosaic.pipelines.inpaint.InpaintJob` of ``fields`` (image, mask, prompt, ...)."""
+    return component("inpaint.job")(**fields)
 
 
 def locate_model(model: str, config: str | None = None, *, key: str) -> Any:

@@ -2,7 +2,8 @@
 
 A canvas is described by a prompt grid (``[grid]``, as Mixture of Diffusers' tiling pipeline),
 free regions (``[[regions]]`` of kind ``text``, ``image``, ``reroll`` or ``brush``) and an optional
-``[background]`` prompt for what no brush covers. Sizes are pixels and multiples of 8; boxes are
+``[background]`` prompt for what no brush covers, over an optional photo (``image``) that
+the regions repaint parts of. Sizes are pixels and multiples of 8; boxes are
 ``top``, ``bottom``, ``left``, ``right`` with the bottom and right edges excluded. Regions are
 numbered from 0 in messages (``regions.2``). Unknown keys are errors; every error found here is
 one line naming the file and the key (what only planning can check, such as mask files and
@@ -193,11 +194,15 @@ class GridConfig(Strict):
 
 
 class BackgroundConfig(Strict):
-    """The prompt for the canvas area that no brush covers."""
+    """The prompt for the canvas area that no brush covers; with an ``image`` (a photo of the
+    canvas's size) the regions repaint only their areas of it, edges feathered ``feather`` px
+    inwards."""
 
     prompt: Prompt
     negative_prompt: str | None = None
     guidance: Guidance | None = None
+    image: Path | None = None
+    feather: Annotated[int, Field(ge=0, le=256)] = 8
 
 
 class CanvasConfig(Strict):
@@ -288,7 +293,13 @@ class CanvasConfig(Strict):
                 f"window_stride: {self.window_stride} is larger than window_size "
                 f"({self.window_size}), which would leave gaps"
             )
-        if self.background is not None and not any(
+        if self.background is not None and self.background.image is not None:
+            if self.grid is not None:
+                raise ValueError("background.image: a photo cannot be painted with a [grid]; "
+                                 "use regions to repaint parts of it")
+            if not self.regions:
+                raise ValueError("background.image: no regions to repaint the photo with")
+        elif self.background is not None and not any(
             isinstance(region, BrushRegion) for region in self.regions
         ):
             raise ValueError("background: a background prompt needs brush regions")
@@ -322,6 +333,9 @@ def canvas_config_from_dict(
         raw["regions"] = [_resolve_region(region, base) for region in regions]
     if isinstance(raw.get("out"), str):
         raw["out"] = base / raw["out"]
+    background = raw.get("background")
+    if isinstance(background, dict) and isinstance(background.get("image"), str):
+        raw["background"] = {**background, "image": base / background["image"]}
     for key in ("model", "upscale_model"):
         if isinstance(raw.get(key), str) and (base / raw[key]).exists():
             raw[key] = str(base / raw[key])

@@ -6,7 +6,8 @@ already rescaled to their boxes, text regions' image prompts with their images (
 resized, `hypermosaic.canvas.image_prompts`), and the ordered edits of the initial noise with
 their seeds. A plan is what a worker needs, so workers read no files. Building it checks what
 the config alone could not: mask sizes, readable images, and that every cell of the canvas is
-covered by some prompt (`InputError` naming the region or the uncovered area).
+covered by some prompt (`InputError` naming the region or the uncovered area). A background
+photo is planned by `hypermosaic.canvas.background`.
 
 Initial noise is drawn from ``seed`` for the whole canvas, then edited in this order: the seeded
 grid tiles in raster order (``full`` rewrites the tile's box; ``exclusive`` draws the same tile
@@ -27,14 +28,19 @@ to build its ``ddim`` and ``lms`` schedulers as it does.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from hypermosaic.canvas.background import (
+    CELL,
+    BackgroundPlan,
+    background_cells,
+    digest,
+    load_mask,
+    plan_background,
+)
 from hypermosaic.canvas.config import CanvasConfig
 from hypermosaic.canvas.grid import grid_box, seed_box
 from hypermosaic.canvas.image_prompts import ImagePromptPlan, plan_image_prompt
@@ -48,13 +54,14 @@ from hypermosaic.canvas.regions import (
     TextRegion,
 )
 from hypermosaic.errors import InputError
-from hypermosaic.images import MAX_INPUT_PIXELS, load_image, resize
+from hypermosaic.images import load_image, resize
 from hypermosaic.tiling import Box
 from hypermosaic.tree import derive_seed
 
 __all__ = [
     "CELL",
     "TILING_GAUSSIAN",
+    "BackgroundPlan",
     "BrushPlan",
     "CanvasPlan",
     "ImagePlan",
@@ -66,7 +73,6 @@ __all__ = [
     "plan_canvas",
 ]
 
-CELL = 8
 TILING_GAUSSIAN = "tiling_gaussian"
 """The mask type of Mixture of Diffusers' tiling pipeline: ``gaussian``, but its rows peak at
 ``h / 2`` latent rows rather than at the middle ``(h - 1) / 2``."""
@@ -83,10 +89,6 @@ def check_window_stride(stride: int | None, window: int, window_size: int | None
             f"window_stride: {stride} is larger than {source} ({window} px), which would "
             "leave gaps; give a smaller stride or a window_size"
         )
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.blake2b(array.tobytes() + str(array.shape).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -166,34 +168,12 @@ class CanvasPlan:
     images: tuple[ImagePlan, ...]
     noise_edits: tuple[NoiseEdit, ...]
     compat: str = HYPERMOSAIC
+    background: BackgroundPlan | None = None
 
     @property
     def cells(self) -> tuple[int, int]:
         """``(rows, cols)`` of 8-pixel cells."""
         return self.height // CELL, self.width // CELL
-
-
-def load_mask(path: Path, height: int, width: int, key: str) -> np.ndarray:
-    """A brush mask as its mean per 8x8 cell in [0, 1]: the alpha channel if the PNG has one,
-    else its grey level. `InputError` naming ``key`` if unreadable or not the canvas's size."""
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_INPUT_PIXELS:
-                raise InputError(f"{key}: {path} has more pixels than the {MAX_INPUT_PIXELS:,} "
-                                 "allowed")
-            if (image.width, image.height) != (width, height):
-                raise InputError(
-                    f"{key}: {path} is {image.width}x{image.height} but the canvas is "
-                    f"{width}x{height}; a mask must have the canvas's size"
-                )
-            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            plane = image.convert("RGBA").getchannel("A") if has_alpha else image.convert("L")
-            values = np.asarray(plane, np.float32) / 255.0
-    except FileNotFoundError:
-        raise InputError(f"{key}: {path}: no such mask file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{key}: {path}: not a readable image ({exc})") from None
-    return values.reshape(height // CELL, CELL, width // CELL, CELL).mean(axis=(1, 3))
 
 
 def plan_canvas(config: CanvasConfig, seed: int | None = None) -> CanvasPlan:
@@ -214,7 +194,7 @@ def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
     prompts = _grid_prompts(config) + _text_prompts(config)
     brushes = _brushes(config, height, width)
     images = tuple(
-        ImagePlan(f"regions.{i}", region.box, region.strength, _digest(pixels), pixels)
+        ImagePlan(f"regions.{i}", region.box, region.strength, digest(pixels), pixels)
         for i, region in enumerate(config.regions) if isinstance(region, ImageRegion)
         for pixels in [_reference(region, i)]
     )
@@ -235,6 +215,7 @@ def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
         images=images,
         noise_edits=_noise_edits(config, seed),
         compat=config.compat,
+        background=plan_background(config, height, width),
     )
     _check_coverage(plan)
     return plan
@@ -294,12 +275,13 @@ def _brushes(config: CanvasConfig, height: int, width: int) -> tuple[BrushPlan, 
                 strength=region.strength,
                 blur=region.blur,
                 bootstrap=True,
-                digest=_digest(cells),
+                digest=digest(cells),
                 cells=cells,
             ))
     background = config.background
     if background is not None:
-        cells = 1.0 - np.clip(sum(plan.cells for plan in plans), 0.0, 1.0)
+        cells = background_cells(config, [plan.cells for plan in plans], (height // CELL,
+                                                                          width // CELL))
         plans.append(BrushPlan(
             name="background",
             prompt=background.prompt,
@@ -308,7 +290,7 @@ def _brushes(config: CanvasConfig, height: int, width: int) -> tuple[BrushPlan, 
             strength=1.0,
             blur=0.0,
             bootstrap=False,
-            digest=_digest(cells),
+            digest=digest(cells),
             cells=cells,
         ))
     return tuple(plans)

@@ -2,6 +2,7 @@
 
 - `loop`: `render_canvas(pipe, plan, callback)`, one denoising loop over a whole
   `hypermosaic.canvas.plan.CanvasPlan`; `check_pipeline` refuses a model it cannot drive.
+- `predict`: the batched UNet calls of a step; `photo`: canvases over a background photo.
 - `windows`: the latent windows of tiles, text regions and brushes, guidance and the blend.
 - `masks`: the weight profiles of windows and the blur of brush masks (numpy only).
 - `tiled_vae`: VAE encode and decode in overlapping tiles, for canvases larger than memory.
@@ -12,13 +13,13 @@ The core reaches it through `hypermosaic.registry` (``canvas.render``) only.
 from __future__ import annotations
 
 from hypermosaic.pipelines.canvas.loop import (
-    CallSize,
     StepCallback,
     check_pipeline,
     cpu_vae,
     initial_noise,
     render_canvas,
 )
+from hypermosaic.pipelines.canvas.predict import CallSize
 from hypermosaic.pipelines.canvas.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
 from hypermosaic.pipelines.canvas.windows import (
     Window,

@@ -32,8 +32,11 @@ Image regions hold their reference's latents, noised to each step's level, until
 img2img strength lets them go (strength 0: to the end, so the region is the reference
 through the VAE). Brushes, for their first ``bootstrap_steps``, see their own area only, over
 a plain white background noised to the step's level (StreamMultiDiffusion's bootstrapping),
-so that their prompts stay apart. The initial noise and every random draw come from CPU
-generators seeded by the plan: the same plan gives the same pixels on any device.
+so that their prompts stay apart. Over a background photo (``plan.background``) the regions
+repaint only their areas and the rest stays the photo, pixel for pixel (`photo`); inpainting
+(9-channel) UNets get its mask and masked latents as extra channels. The initial noise and
+every random draw come from CPU generators seeded by the plan: the same plan gives the same
+pixels on any device.
 
 A Mixture of Diffusers plan (``plan.compat``, its JSON configs) guides every window whatever
 its scale and builds ``ddim`` and ``lms`` as it does (`canvas_scheduler`). Latents that are not
@@ -46,7 +49,6 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,25 +57,21 @@ import torch
 from hypermosaic.canvas.plan import CELL, CanvasPlan, check_window_stride
 from hypermosaic.canvas.regions import MOD
 from hypermosaic.errors import BuildError, InputError
+from hypermosaic.pipelines.canvas.photo import composite_photo, hold_photo, prepare_photo
+from hypermosaic.pipelines.canvas.predict import CallSize, predict_windows
 from hypermosaic.pipelines.canvas.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
 from hypermosaic.pipelines.canvas.windows import (
     TextRows,
-    Window,
     blend,
     brush_windows,
-    guidance_embedding,
-    guided,
     latent_slice,
     prompt_windows,
-    window_input,
 )
 from hypermosaic.pipelines.image_prompt.canvas import guide_rows, guided_prompts
-from hypermosaic.pipelines.models import is_out_of_memory, make_scheduler
-from hypermosaic.tiling import Box
+from hypermosaic.pipelines.models import make_scheduler
 
 __all__ = [
     "MOD_SCHEDULERS",
-    "CallSize",
     "StepCallback",
     "canvas_scheduler",
     "check_finite",
@@ -122,21 +120,6 @@ def check_finite(latents: torch.Tensor, step: int, total: int) -> None:
         )
 
 
-@dataclass
-class CallSize:
-    """Windows per UNet call: the plan's ``batch_size``, halved (down to one) each time a call
-    runs out of device memory, and kept halved for the later steps."""
-
-    windows: int
-
-    def shrink(self, exc: RuntimeError, tried: int) -> None:
-        """After a call of ``tried`` windows raised ``exc``: on out-of-memory, half as many as
-        were tried; re-raise anything else, or when a single window did not fit."""
-        if not is_out_of_memory(exc) or tried == 1:
-            raise exc
-        self.windows = min(self.windows, tried) // 2
-
-
 def check_pipeline(pipe: Any) -> None:
     """Reject a pipeline the canvas cannot drive; `InputError` naming the model."""
     if getattr(pipe, "text_encoder_2", None) is not None:
@@ -182,59 +165,6 @@ def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor
         else:
             noise[:, :, w_top:w_bottom, w_left:w_right] += edit.eps * part
     return noise, generator
-
-
-def _predict(
-    unet: Any,
-    windows: list[Window],
-    scaled: torch.Tensor,
-    table: torch.Tensor,
-    t: torch.Tensor,
-    call: CallSize,
-    backgrounds: dict[Box, torch.Tensor] | None = None,
-) -> list[torch.Tensor]:
-    """Every window's guided prediction, float32, in order; equal shapes share UNet calls of
-    up to ``call.windows`` windows (halved on out-of-memory, see `CallSize`).
-
-    ``scaled`` is the canvas's model input, each window seeing `window_input`. A UNet with
-    ``time_cond_proj_dim`` gets each row's window guidance embedded as ``timestep_cond``.
-    """
-    embed_dim = getattr(unet.config, "time_cond_proj_dim", None)
-    predictions: list[torch.Tensor] = [torch.empty(0)] * len(windows)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, window in enumerate(windows):
-        groups.setdefault(window.shape, []).append(index)
-    for members in groups.values():
-        start = 0
-        while start < len(members):
-            chunk = members[start : start + call.windows]
-            inputs = [
-                window_input(windows[i], scaled, backgrounds).expand(len(windows[i].rows), -1,
-                                                                     -1, -1)
-                for i in chunk
-            ]
-            rows = torch.tensor([row for i in chunk for row in windows[i].rows])
-            x = torch.cat(inputs).to(unet.dtype)
-            extra: dict[str, torch.Tensor] = {}
-            if embed_dim is not None:
-                w = torch.tensor([windows[i].guidance - 1 for i in chunk for _ in windows[i].rows])
-                extra["timestep_cond"] = guidance_embedding(w, embed_dim).to(x.device, x.dtype)
-            try:
-                out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
-            except RuntimeError as exc:  # torch.OutOfMemoryError is one
-                call.shrink(exc, len(chunk))
-                out = None
-            if out is None:  # out of memory: the failed call's tensors are gone by now
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            start += len(chunk)
-            offset = 0
-            for i in chunk:
-                n = len(windows[i].rows)
-                predictions[i] = guided(windows[i], out[offset : offset + n])
-                offset += n
-    return predictions
 
 
 def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
@@ -306,8 +236,10 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     table = encoded[[texts.index(text) for text, _ in rows.texts]]
     table = guide_rows(pipe, plan, table, list(rows.texts))
 
-    # 3. Initial noise and latents.
-    noise, generator = initial_noise(plan, unet.config.in_channels, f)
+    # 3. Initial noise and latents; the background photo's latents (and an inpainting UNet's
+    #    extra channels).
+    photo = prepare_photo(vae, unet, plan, f, vae_tile)
+    noise, generator = initial_noise(plan, vae.config.latent_channels, f)
     noise = noise.to(device)
     latents = noise * scheduler.init_noise_sigma
 
@@ -347,9 +279,13 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
                 )
                 for w in isolated
             }
-        predictions = _predict(unet, windows, scaled, table, t, call, backgrounds)
+        predictions = predict_windows(unet, windows, scaled, table, t, call, backgrounds,
+                                      None if photo is None else photo.condition)
         eps = blend(latents.shape, windows, predictions)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if photo is not None:
+            latents = hold_photo(scheduler, latents, photo, noise,
+                                 timesteps[i + 1] if i + 1 < total else None)
         check_finite(latents, i + 1, total)
         if callback is not None:
             callback(i + 1, total)
@@ -357,8 +293,8 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         if start >= total:
             latents[latent_slice(box)] = reference
 
-    # 6. Decode, tiled.
-    return decode_tiled(vae, latents, vae_tile, vae_tile // 4)
+    # 6. Decode, tiled, and lay the repainted areas over the photo.
+    return composite_photo(decode_tiled(vae, latents, vae_tile, vae_tile // 4), plan)
 
 
 def _hold_until(strength: float, steps: int, total: int, order: int) -> int:

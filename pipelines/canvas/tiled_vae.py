@@ -110,14 +110,16 @@ def decode_tiled(vae: Any, latents: torch.Tensor, tile: int, overlap: int) -> np
 
 
 def _pixels(crop: np.ndarray) -> torch.Tensor:
-    """An ``(h, w, 3)`` uint8 crop as the VAE's ``(1, 3, h, w)`` float32 input in [-1, 1]."""
+    """An ``(h, w, 3)`` crop as the VAE's ``(1, 3, h, w)`` float32 input in [-1, 1]: uint8
+    rescaled, float32 taken as it is (already in [-1, 1])."""
     pixels = torch.from_numpy(np.array(crop, np.float32)).permute(2, 0, 1)[None]
-    return pixels / 255.0 * 2.0 - 1.0
+    return pixels if crop.dtype == np.float32 else pixels / 255.0 * 2.0 - 1.0
 
 
 @torch.no_grad()
 def encode_tiled(vae: Any, image: np.ndarray, tile: int, overlap: int) -> torch.Tensor:
-    """Encode an ``(H, W, 3)`` uint8 image to ``(1, C, H/f, W/f)`` scaled float32 latents (CPU).
+    """Encode an ``(H, W, 3)`` uint8 image (or float32 in [-1, 1]) to ``(1, C, H/f, W/f)``
+    scaled float32 latents (CPU).
 
     Each tile's latent is its distribution's mode (mean), so encoding is deterministic. ``tile``
     and ``overlap`` are in latent positions; ValueError unless ``0 <= overlap < tile``.

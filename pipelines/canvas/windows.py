@@ -224,9 +224,13 @@ def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def window_input(
-    window: Window, scaled: torch.Tensor, backgrounds: dict[Box, torch.Tensor] | None = None
+    window: Window,
+    scaled: torch.Tensor,
+    backgrounds: dict[Box, torch.Tensor] | None = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """What ``window`` sees of the canvas's model input ``scaled``: the latents of its box.
+    """What ``window`` sees of the canvas's model input ``scaled``: the latents of its box,
+    then its crop of ``condition`` (an inpainting UNet's mask and masked-photo channels).
 
     During bootstrap (``backgrounds``: each box's noised, scaled background) a window with a
     ``keep`` area sees ``keep * canvas + (1 - keep) * background``, so a brush denoises its
@@ -235,6 +239,8 @@ def window_input(
     x = scaled[latent_slice(window.box)]
     if backgrounds is not None and window.keep is not None:
         x = window.keep * x + (1 - window.keep) * backgrounds[window.box]
+    if condition is not None:
+        x = torch.cat([x, condition[latent_slice(window.box)]], dim=1)
     return x
 
 

@@ -2,7 +2,8 @@
 as context, by an inpainting UNet or by masked latent blending with any SD model.
 
 `InpaintEngine` gives several candidates of one `InpaintJob`, one per seed, composited so that
-pixels outside the mask are the input's. Not in `hypermosaic.registry` yet.
+pixels outside the mask are the input's. The core reaches it through `hypermosaic.registry`
+(`inpaint_engine`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ from hypermosaic.pipelines import runtime
 
 # How `hypermosaic.registry` calls each component: positional and keyword arguments.
 CALLS: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {
+    "engine.inpaint": (("model",), {"scheduler": "default", "dtype": "auto", "batch_size": 1,
+                                    "device": "auto", "config": None}),
+    "inpaint.job": ((), {"image": "image", "mask": "mask", "prompt": "prompt",
+                         "negative_prompt": "", "steps": 2, "guidance": 7.5, "strength": 1.0,
+                         "seeds": (0,), "feather": 8}),
     "model.locate": (("model", None), {"key": "diffusion.model"}),
     "model.native_size": (("source",), {}),
     "image_prompt.check": (("source", "vision", None, "auto"), {}),

@@ -1,0 +1,146 @@
+"""`frame_print`: from a photo of an empty picture frame to a print file and an "on the wall"
+preview (issue 14; the workflow of seed 002, one command).
+
+Everything the user can get wrong is checked before any work and before the output folder is
+made (`prepare`); the run then holds the folder's lock and writes each output atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hypermosaic import registry
+from hypermosaic.errors import Interrupted
+from hypermosaic.frame.colour import balance_cast
+from hypermosaic.frame.config import FrameConfig, frame_config
+from hypermosaic.frame.geometry import preview_on_wall, rectify
+from hypermosaic.frame.plan import FramePlan, plan_frame
+from hypermosaic.frame.printfile import write_print
+from hypermosaic.frame.steps import enlarge_to, img2img_artwork, inpaint_candidates, quad_mask
+from hypermosaic.images import encode, load_image, resize
+from hypermosaic.progress import ProgressCallback, report
+from hypermosaic.store import atomic_write, folder_lock
+
+__all__ = ["FrameResult", "Prepared", "frame_print", "prepare"]
+
+DEFAULT_NATIVE = 512  # a model whose configs do not say its side: SD 1.x's
+STEPS = 7
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked config with its photo and plan: what the run needs, nothing written yet."""
+
+    config: FrameConfig
+    photo: np.ndarray
+    plan: FramePlan
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What a frame run wrote, in the order it wrote it, and how long it took."""
+
+    plan: FramePlan
+    candidates: tuple[Path, ...]
+    rectified: Path
+    artwork: Path
+    print: Path
+    preview: Path
+    seconds: float
+
+
+def _native(config: FrameConfig) -> int:
+    """The img2img model's side; both models located first (`InputError` naming the key)."""
+    source = registry.locate_model(config.model, key="frame.model")
+    if config.inpaint_model is not None:
+        registry.locate_model(config.inpaint_model, key="frame.inpaint_model")
+    return registry.native_size(source) or DEFAULT_NATIVE
+
+
+def prepare(config: FrameConfig) -> Prepared:
+    """Check everything before any work: the photo and mask files, the frame's corners, the
+    print size, unit, DPI and bleed, the models and the upscaler's weights. `InputError`
+    naming the key or the file; nothing is written (the output folder is not even made)."""
+    photo = load_image(config.photo)
+    mask = load_image(config.mask) if config.mask is not None else None
+    native = _native(config)
+    if config.esrgan:
+        registry.describe_upscaler(config.upscaler, device=config.device)
+    height, width = photo.shape[:2]
+    return Prepared(config, photo, plan_frame(config, (width, height), mask, native))
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    atomic_write(path, encode(image))
+    return path
+
+
+def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
+    """The numbered steps of a frame run, in the locked output folder."""
+    config, photo, plan = prepared.config, prepared.photo, prepared.plan
+    start = time.monotonic()
+    # 1. inpaint the frame's inside in the scaled photo, one candidate per seed
+    work = np.array(resize(photo, *plan.work_size))  # writable, as torch wants
+    mask = quad_mask(plan.work_corners, *plan.work_size)
+    candidates, chosen = [], work
+    for index, candidate in enumerate(inpaint_candidates(config, work, mask, plan.seeds,
+                                                         progress)):
+        candidates.append(_write_png(plan.candidate_path(index), candidate))
+        if index == config.choose - 1:
+            chosen = candidate
+    report(progress, "steps", 1, STEPS)
+    # 2. the chosen candidate's frame rectified to the print's aspect ratio
+    rectified = rectify(chosen, plan.work_corners, *plan.rectified_size)
+    rectified_path = _write_png(plan.out / "rectified.png", rectified)
+    report(progress, "steps", 2, STEPS)
+    # 3. img2img at the model's size with the print prompt
+    artwork = img2img_artwork(config, resize(rectified, *plan.artwork_size), plan.native)
+    report(progress, "steps", 3, STEPS)
+    # 4. the colour fix: the wall's cast divided out
+    if config.colour_fix > 0:
+        artwork = balance_cast(artwork, config.colour_fix)
+    artwork_path = _write_png(plan.out / "artwork.png", artwork)
+    report(progress, "steps", 4, STEPS)
+    # 5. enlarged to the trim size's pixels at the DPI
+    final = enlarge_to(config, artwork, plan.print.trim_px, progress)
+    report(progress, "steps", 5, STEPS)
+    # 6. the print file, with its DPI, sRGB profile and mirrored bleed
+    print_path = write_print(final, plan.out / f"print.{config.format}", plan.print.dpi,
+                             plan.print.bleed_mm)
+    report(progress, "steps", 6, STEPS)
+    # 7. the room photo with the artwork warped into the frame
+    preview = _write_png(plan.out / "on-the-wall.png",
+                         preview_on_wall(photo, final, plan.corners))
+    report(progress, "steps", 7, STEPS)
+    return FrameResult(plan, tuple(candidates), rectified_path, artwork_path, print_path,
+                       preview, time.monotonic() - start)
+
+
+def frame_print(config: FrameConfig | Path | str | None = None, *,
+                progress: ProgressCallback | None = None, **options: Any) -> FrameResult:
+    """Inpaint the empty frame of a photo, make the print file and the "on the wall" preview.
+
+    ``config`` is a `FrameConfig`, or a TOML file whose ``[frame]`` table ``options`` (the
+    same keys; None: not given) override. Writes into ``out``: ``candidate-N-seed-S.png``
+    (step 1), ``rectified.png``, ``artwork.png``, ``print.tif`` (or ``.png``) and
+    ``on-the-wall.png``. Raises `InputError` before any work for bad input, `Interrupted`
+    on Ctrl-C (the files written so far are complete and kept).
+    """
+    if isinstance(config, FrameConfig):
+        config = frame_config(None, **{**config.model_dump(), **options})
+    else:
+        config = frame_config(config, **options)
+    prepared = prepare(config)
+    with folder_lock(config.out):
+        try:
+            report(progress, "steps", 0, STEPS)
+            return _run(prepared, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"the files written so far are complete and kept in "
+                              f"{config.out}; run the same command again to redo the rest"
+                              ) from None

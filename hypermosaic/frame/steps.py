@@ -1,0 +1,120 @@
+"""The model steps of a frame run, each a function of arrays: inpainting candidates, img2img at
+the model's size, and the enlargement to the print's pixels (tiled ESRGAN, then resampling).
+
+Models are reached through `hypermosaic.registry` only; each step loads its model and lets it go
+when done, so the inpainting and img2img models are never in memory together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from hypermosaic import registry
+from hypermosaic.build.engines import TileContext, TileJob
+from hypermosaic.frame.config import FrameConfig
+from hypermosaic.frame.geometry import Corners
+from hypermosaic.images import resize
+from hypermosaic.progress import ProgressCallback, report
+from hypermosaic.tiling import DEFAULT_OVERLAP, tile_windows
+from hypermosaic.tree import ROOT
+
+__all__ = ["MASK_GROW", "enlarge_to", "img2img_artwork", "inpaint_candidates", "quad_mask"]
+
+MASK_GROW = 1.5  # px the repainted area reaches past the quadrilateral: the frame's inner edge
+FEATHER = 2  # px of soft edge inside the repainted area (the inpaint engine's compositing)
+
+
+def quad_mask(corners: Corners, width: int, height: int, grow: float = MASK_GROW) -> np.ndarray:
+    """A uint8 mask (255 inside) of the pixel centres within ``grow`` px of the quadrilateral."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    inside = np.ones((height, width), bool)
+    for start, end in zip(corners, np.roll(corners, -1, axis=0), strict=True):
+        edge = end - start
+        # signed distance to the side, > 0 inside (the corners run clockwise on screen)
+        cross = edge[0] * (ys - start[1]) - edge[1] * (xs - start[0])
+        inside &= cross / max(float(np.hypot(*edge)), 1e-12) >= -grow
+    return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def _settings(config: FrameConfig, model: str) -> dict[str, object]:
+    return {"model": model, "scheduler": config.scheduler, "dtype": config.dtype,
+            "batch_size": 1, "device": config.device}
+
+
+def inpaint_candidates(config: FrameConfig, image: np.ndarray, mask: np.ndarray,
+                       seeds: tuple[int, ...], progress: ProgressCallback | None
+                       ) -> Iterator[np.ndarray]:
+    """One inpainted ``image`` per seed, in order, each as soon as it is made; outside
+    ``mask`` each equals ``image``. The inpainting model if the config names one, else the
+    model by masked latent blending."""
+    engine = registry.inpaint_engine(_settings(config, config.inpaint_model or config.model))
+    report(progress, "candidates", 0, len(seeds))
+    for done, seed in enumerate(seeds, 1):
+        job = registry.inpaint_job(image=image, mask=mask, prompt=config.prompt,
+                                   negative_prompt=config.negative_prompt,
+                                   steps=config.inpaint_steps, guidance=config.guidance,
+                                   seeds=(seed,), feather=FEATHER)
+        candidate: np.ndarray = engine.candidates(job)[0]
+        report(progress, "candidates", done, len(seeds))
+        yield candidate
+
+
+def _padding(short: int, native: int) -> tuple[int, int]:
+    return (native - short) // 2, native - short - (native - short) // 2
+
+
+def img2img_artwork(config: FrameConfig, image: np.ndarray, native: int) -> np.ndarray:
+    """``image`` (at most ``native`` on each side) repainted by img2img with the print prompt.
+
+    The model sees it padded to a ``native`` square by mirroring its edges (as the seed's author
+    padded to 512²), and the result is cropped back to ``image``'s size.
+    """
+    height, width = image.shape[:2]
+    (top, bottom), (left, right) = _padding(height, native), _padding(width, native)
+    square = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="symmetric")
+    job = TileJob(address=ROOT, seed=config.seed, prompt=config.the_print_prompt,
+                  negative_prompt=config.negative_prompt, strength=config.strength,
+                  steps=config.steps, guidance=config.guidance)
+    engine = registry.diffusion_engine(_settings(config, config.model))
+    painted = engine.tiles(square[None], [job], TileContext(square, 1, square))[0]
+    return np.ascontiguousarray(painted[top : top + height, left : left + width])
+
+
+def _passes(width: int, height: int, target: tuple[int, int], scale: int) -> list[tuple[int, int]]:
+    """The (width, height) fed to each ESRGAN pass: as many as its scale fits in ``target``."""
+    sizes = []
+    while width * scale <= target[0] and height * scale <= target[1]:
+        sizes.append((width, height))
+        width, height = width * scale, height * scale
+    return sizes
+
+
+def _rows(image: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """The reader of ``image``'s rows that `registry.upscale_bands` takes."""
+    return lambda top, bottom: image[top:bottom]
+
+
+def enlarge_to(config: FrameConfig, image: np.ndarray, target: tuple[int, int],
+               progress: ProgressCallback | None) -> np.ndarray:
+    """``image`` enlarged to ``target`` (width, height): the ESRGAN model, tiled, as many times
+    as its scale fits, then resampled the rest of the way (`hypermosaic.images.resize`)."""
+    if config.esrgan:
+        upscaler = registry.load_upscaler(config.upscaler, device=config.device,
+                                          dtype=config.dtype)
+        passes = _passes(image.shape[1], image.shape[0], target, upscaler.scale)
+        overlap = min(DEFAULT_OVERLAP, upscaler.tile - 1)
+        total = sum(len(tile_windows(h, upscaler.tile, overlap))
+                    * len(tile_windows(w, upscaler.tile, overlap)) for w, h in passes)
+        done = 0
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
+            report(progress, "tiles", done, total)
+
+        for width, height in passes:
+            image = np.concatenate(list(registry.upscale_bands(
+                _rows(image), height, width, upscaler, None, DEFAULT_OVERLAP, on_tile=tick)))
+    return resize(image, *target)
