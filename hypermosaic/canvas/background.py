@@ -1,11 +1,13 @@
 """Masks and the background photo of a canvas: read, checked against the canvas, planned.
 
-A brush's mask is a canvas-sized image (its alpha channel if it has one, else its grey level),
-kept as its mean per 8x8 cell (`load_mask`). A ``[background]`` with an ``image`` turns the
-canvas into an inpainting canvas (StreamMultiDiffusion's editing of a photo): the regions
-repaint only their areas (`repaint_area`: a brush where its mask is at least half on, a text,
-image or reroll region over its box), and everything else is the photo, pixel for pixel. The
-background prompt covers what no brush or text region covers (`background_cells`).
+A brush's mask, or a text, image or reroll region's, is a canvas-sized image (its alpha channel
+if it has one, else its grey level), kept as its mean per 8x8 cell (`load_mask`,
+`plan_region_mask`). A ``[background]`` with an ``image`` turns the canvas into an inpainting
+canvas (StreamMultiDiffusion's editing of a photo): the regions repaint only their areas
+(`repaint_area`: where a mask is at least half on, inside the box of a text, image or reroll
+region; a region without a mask over its whole box), and everything else is the photo, pixel
+for pixel. The background prompt covers what no brush or text region covers
+(`background_cells`).
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hypermosaic.canvas.config import CanvasConfig
-from hypermosaic.canvas.regions import PIXEL_MULTIPLE, BoxRegion, BrushRegion, TextRegion
+from hypermosaic.canvas.regions import PIXEL_MULTIPLE, MaskedRegion, TextRegion
 from hypermosaic.errors import InputError
 from hypermosaic.images import MAX_INPUT_PIXELS, load_image
 
 __all__ = [
     "CELL",
     "BackgroundPlan",
+    "RegionMask",
     "background_cells",
     "digest",
     "load_mask",
     "plan_background",
+    "plan_region_mask",
     "read_mask",
     "repaint_area",
 ]
@@ -51,6 +55,16 @@ class BackgroundPlan:
     digest: str
     pixels: np.ndarray = field(compare=False, repr=False)
     repaint: np.ndarray = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    """A text, image or reroll region's mask: ``cells`` its mean per 8x8 cell of the canvas,
+    in [0, 1], its weights blurred by ``blur`` pixels (standard deviation)."""
+
+    blur: float
+    digest: str
+    cells: np.ndarray = field(compare=False, repr=False)
 
 
 def read_mask(path: Path, height: int, width: int, key: str) -> np.ndarray:
@@ -81,28 +95,45 @@ def load_mask(path: Path, height: int, width: int, key: str) -> np.ndarray:
     return values.reshape(height // CELL, CELL, width // CELL, CELL).mean(axis=(1, 3))
 
 
+def plan_region_mask(region: MaskedRegion, index: int, height: int, width: int
+                     ) -> RegionMask | None:
+    """The `RegionMask` of a region with a ``mask``, else None (`load_mask`'s errors)."""
+    if region.mask is None:
+        return None
+    cells = load_mask(region.mask, height, width, f"regions.{index}.mask")
+    return RegionMask(region.blur, digest(cells), cells)
+
+
 def repaint_area(config: CanvasConfig, height: int, width: int) -> np.ndarray:
-    """The pixels the regions of ``config`` repaint over its background photo, bool ``(H, W)``."""
+    """The pixels the regions of ``config`` repaint over its background photo, bool ``(H, W)``:
+    the union of their masks (at least half on; a box region's inside its box) and of the
+    boxes of box regions without a mask."""
     area = np.zeros((height, width), bool)
     for index, region in enumerate(config.regions):
-        if isinstance(region, BrushRegion):
-            area |= read_mask(region.mask, height, width, f"regions.{index}.mask") >= REPAINT_LEVEL
-        elif isinstance(region, BoxRegion):
-            top, bottom, left, right = region.box
+        box = region.box if isinstance(region, MaskedRegion) else (0, height, 0, width)
+        top, bottom, left, right = box
+        if region.mask is None:
             area[top:bottom, left:right] = True
+        else:
+            on = read_mask(region.mask, height, width, f"regions.{index}.mask") >= REPAINT_LEVEL
+            area[top:bottom, left:right] |= on[top:bottom, left:right]
     return area
 
 
 def background_cells(config: CanvasConfig, brushes: list[np.ndarray], cells: tuple[int, int]
                      ) -> np.ndarray:
     """The background prompt's cells: 1 where no brush (``brushes``: their cells) covers, and,
-    over a photo, no text region's box either."""
+    over a photo, no text region either (its box, or its mask's cells inside its box)."""
     covered = sum(brushes, np.zeros(cells, np.float32))
     if config.background is not None and config.background.image is not None:
-        for region in config.regions:
+        height, width = (side * CELL for side in cells)
+        for index, region in enumerate(config.regions):
             if isinstance(region, TextRegion):
                 top, bottom, left, right = (edge // CELL for edge in region.box)
-                covered[top:bottom, left:right] += 1.0
+                mask = plan_region_mask(region, index, height, width)
+                covered[top:bottom, left:right] += (
+                    1.0 if mask is None else mask.cells[top:bottom, left:right]
+                )
     return 1.0 - np.clip(covered, 0.0, 1.0)
 
 

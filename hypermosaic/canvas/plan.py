@@ -29,34 +29,35 @@ to build its ``ddim`` and ``lms`` schedulers as it does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from hypermosaic.canvas.background import (
     CELL,
     BackgroundPlan,
+    RegionMask,
     background_cells,
     digest,
     load_mask,
     plan_background,
+    plan_region_mask,
 )
 from hypermosaic.canvas.config import CanvasConfig
-from hypermosaic.canvas.grid import grid_box, seed_box
+from hypermosaic.canvas.grid import grid_box
 from hypermosaic.canvas.image_prompts import ImagePromptPlan, plan_image_prompt
+from hypermosaic.canvas.noise import NoiseEdit, noise_edits
 from hypermosaic.canvas.regions import (
     HYPERMOSAIC,
     MOD,
     BrushRegion,
     Ensemble,
     ImageRegion,
-    RerollRegion,
     TextRegion,
 )
 from hypermosaic.errors import InputError
 from hypermosaic.images import load_image, resize
 from hypermosaic.tiling import Box
-from hypermosaic.tree import derive_seed
 
 __all__ = [
     "CELL",
@@ -67,6 +68,7 @@ __all__ = [
     "ImagePlan",
     "NoiseEdit",
     "PromptPlan",
+    "RegionMask",
     "check_window_stride",
     "coverage",
     "load_mask",
@@ -93,8 +95,9 @@ def check_window_stride(stride: int | None, window: int, window_size: int | None
 
 @dataclass(frozen=True)
 class PromptPlan:
-    """A prompt diffusing in a box (a grid tile or a text region), weighted by a profile;
-    a text region's prompt may be guided by an image (``image_prompt``)."""
+    """A prompt diffusing in a box (a grid tile or a text region), weighted by a profile (and
+    by a text region's ``mask``); a text region's prompt may be guided by an image
+    (``image_prompt``)."""
 
     name: str
     box: Box
@@ -104,6 +107,7 @@ class PromptPlan:
     mask_type: str
     mask_weight: float
     image_prompt: ImagePromptPlan | None = None
+    mask: RegionMask | None = None
 
 
 @dataclass(frozen=True)
@@ -127,25 +131,15 @@ class BrushPlan:
 
 @dataclass(frozen=True)
 class ImagePlan:
-    """A reference image (uint8, already the box's size) held with img2img ``strength``."""
+    """A reference image (uint8, already the box's size) held with img2img ``strength``, only
+    where its ``mask`` has weight when it has one."""
 
     name: str
     box: Box
     strength: float
     digest: str
     pixels: np.ndarray = field(compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class NoiseEdit:
-    """Noise drawn from ``seed`` over ``draw``, written (replaced or added) inside ``write``."""
-
-    name: str
-    seed: int
-    draw: Box
-    write: Box
-    mode: Literal["reset", "epsilon"]
-    eps: float = 0.0
+    mask: RegionMask | None = None
 
 
 @dataclass(frozen=True)
@@ -191,10 +185,11 @@ def plan_canvas(config: CanvasConfig, seed: int | None = None) -> CanvasPlan:
 
 def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
     height, width = config.size
-    prompts = _grid_prompts(config) + _text_prompts(config)
+    prompts = _grid_prompts(config) + _text_prompts(config, height, width)
     brushes = _brushes(config, height, width)
     images = tuple(
-        ImagePlan(f"regions.{i}", region.box, region.strength, digest(pixels), pixels)
+        ImagePlan(f"regions.{i}", region.box, region.strength, digest(pixels), pixels,
+                  plan_region_mask(region, i, height, width))
         for i, region in enumerate(config.regions) if isinstance(region, ImageRegion)
         for pixels in [_reference(region, i)]
     )
@@ -213,7 +208,7 @@ def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
         prompts=prompts,
         brushes=brushes,
         images=images,
-        noise_edits=_noise_edits(config, seed),
+        noise_edits=noise_edits(config, seed),
         compat=config.compat,
         background=plan_background(config, height, width),
     )
@@ -245,7 +240,7 @@ def _grid_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
     return tuple(plans)
 
 
-def _text_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
+def _text_prompts(config: CanvasConfig, height: int, width: int) -> tuple[PromptPlan, ...]:
     return tuple(
         PromptPlan(
             name=f"regions.{index}",
@@ -257,6 +252,7 @@ def _text_prompts(config: CanvasConfig) -> tuple[PromptPlan, ...]:
             mask_weight=region.mask_weight,
             image_prompt=None if region.image_prompt is None
             else plan_image_prompt(region.image_prompt, f"regions.{index}.image_prompt"),
+            mask=plan_region_mask(region, index, height, width),
         )
         for index, region in enumerate(config.regions) if isinstance(region, TextRegion)
     )
@@ -305,47 +301,14 @@ def _reference(region: ImageRegion, index: int) -> np.ndarray:
     return np.ascontiguousarray(resize(image, right - left, bottom - top))
 
 
-def _noise_edits(config: CanvasConfig, seed: int) -> tuple[NoiseEdit, ...]:
-    edits = []
-    grid = config.grid
-    if grid is not None:
-        for row in range(grid.rows):
-            for col in range(grid.cols):
-                override = grid.override(row, col)
-                if override is None or override.seed is None:
-                    continue
-                write = seed_box(config, row, col, override.seed_mode or grid.seed_tiles_mode)
-                if write is None:
-                    continue
-                # Mixture of Diffusers draws noise of the written part's shape; we draw the
-                # tile's and write part of it (so a tile's noise does not depend on the others)
-                draw = write if config.compat == MOD else grid_box(grid, row, col)
-                edits.append(NoiseEdit(f"grid.{row}_{col}", override.seed, draw, write, "reset"))
-    rerolls = [
-        NoiseEdit(f"regions.{index}", region.seed, region.box, region.box, region.mode,
-                  region.noise_eps)
-        for index, region in enumerate(config.regions) if isinstance(region, RerollRegion)
-    ]
-    noised = []
-    for index, region in enumerate(config.regions):
-        if isinstance(region, TextRegion | ImageRegion) and region.noise_eps > 0:
-            name = f"regions.{index}"
-            region_seed = _or(region.seed, derive_seed(seed, name))
-            noised.append(NoiseEdit(name, region_seed, region.box, region.box, "epsilon",
-                                    region.noise_eps))
-    if config.compat == MOD:  # its canvas pipeline: resets, regions' noise, epsilon rerolls
-        resets = [edit for edit in rerolls if edit.mode == "reset"]
-        return tuple(edits + resets + noised + [e for e in rerolls if e.mode == "epsilon"])
-    return tuple(edits + rerolls + noised)
-
-
 def coverage(plan: CanvasPlan) -> np.ndarray:
     """Boolean ``(rows, cols)`` map of the cells where some prompt has positive weight."""
     covered = np.zeros(plan.cells, bool)
     for prompt in plan.prompts:
         if prompt.mask_weight > 0:
             top, bottom, left, right = (edge // CELL for edge in prompt.box)
-            covered[top:bottom, left:right] = True
+            inside = True if prompt.mask is None else prompt.mask.cells[top:bottom, left:right] > 0
+            covered[top:bottom, left:right] |= inside
     for brush in plan.brushes:
         if brush.strength > 0:
             covered |= brush.cells > 0

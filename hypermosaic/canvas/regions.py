@@ -8,6 +8,8 @@ Guidance scales are capped at `MAX_GUIDANCE`, except in configs validated with t
 Mixture of Diffusers context (``context={"compat": MOD}``, what its JSON configs get), which
 accept any finite scale as it does. Blend weights (``mask_weight``, a brush's ``strength``) are
 0 or within `WEIGHT_RANGE`, so that no region's weights vanish or overflow in float32.
+Text, image and reroll regions may act only inside a mask image of the canvas's size, as a
+brush does (`MaskedRegion`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from hypermosaic.canvas.image_prompts import RegionImagePrompt
 from hypermosaic.settings import Strict
 
 __all__ = [
+    "Blur",
     "BrushRegion",
     "Compat",
     "Ensemble",
@@ -38,6 +41,7 @@ __all__ = [
     "MAX_GUIDANCE",
     "MOD",
     "MaskType",
+    "MaskedRegion",
     "PIXEL_MULTIPLE",
     "Prompt",
     "REGION_KINDS",
@@ -95,6 +99,8 @@ Guidance = Annotated[float, AfterValidator(_guidance)]
 """A classifier-free guidance scale: 0 to 50, any finite value for Mixture of Diffusers."""
 Weight = Annotated[float, Field(ge=0), AfterValidator(_weight)]
 """A blend weight multiplier: 0 (no weight) or within `WEIGHT_RANGE`."""
+Blur = Annotated[float, Field(ge=0, le=1024)]
+"""The standard deviation in pixels of the Gaussian blur of a mask's weights."""
 
 # A prompt, or an ensemble of prompts whose conditioned predictions are averaged by weight.
 Ensemble = tuple[tuple[str, float], ...]
@@ -163,7 +169,21 @@ class BoxRegion(Strict):
         return self.top, self.bottom, self.left, self.right
 
 
-class TextRegion(BoxRegion):
+class MaskedRegion(BoxRegion):
+    """A box region that may act only where a canvas-sized ``mask`` image is on (as a brush's
+    mask: alpha, else grey level), its weights blurred by ``blur`` pixels."""
+
+    mask: Path | None = None
+    blur: Blur = 0.0
+
+    @model_validator(mode="after")
+    def _blur_needs_mask(self) -> MaskedRegion:
+        if self.blur and self.mask is None:
+            raise ValueError("blur: a blur needs a mask; give the region a mask image")
+        return self
+
+
+class TextRegion(MaskedRegion):
     """A prompt (or ensemble) diffusing in a box, weighted by a mask profile, its embeddings
     optionally guided by an image (`hypermosaic.canvas.image_prompts`)."""
 
@@ -178,7 +198,7 @@ class TextRegion(BoxRegion):
     image_prompt: RegionImagePrompt | None = None
 
 
-class ImageRegion(BoxRegion):
+class ImageRegion(MaskedRegion):
     """A reference image rescaled to the box; ``strength`` is img2img's (0 keeps the image)."""
 
     kind: Literal["image"]
@@ -188,7 +208,7 @@ class ImageRegion(BoxRegion):
     noise_eps: Annotated[float, Field(ge=0)] = 0.0
 
 
-class RerollRegion(BoxRegion):
+class RerollRegion(MaskedRegion):
     """New initial noise in a box: ``reset`` replaces it, ``epsilon`` adds ``noise_eps`` of it."""
 
     kind: Literal["reroll"]
@@ -212,7 +232,7 @@ class BrushRegion(Strict):
     negative_prompt: str | None = None
     guidance: Guidance | None = None
     strength: Weight = 1.0
-    blur: Annotated[float, Field(ge=0, le=1024)] = 0.0
+    blur: Blur = 0.0
 
 
 def _region_tag(value: Any) -> str:

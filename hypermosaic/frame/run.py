@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyvips
 
 from hypermosaic import registry
 from hypermosaic.errors import Interrupted
@@ -21,7 +22,7 @@ from hypermosaic.frame.config import FrameConfig, frame_config
 from hypermosaic.frame.geometry import preview_on_wall, rectify
 from hypermosaic.frame.plan import FramePlan, plan_frame
 from hypermosaic.frame.printfile import write_print
-from hypermosaic.frame.steps import enlarge_to, img2img_artwork, inpaint_candidates, quad_mask
+from hypermosaic.frame.steps import enlarged, img2img_artwork, inpaint_candidates, quad_mask
 from hypermosaic.images import encode, load_image, resize
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.store import atomic_write, folder_lock
@@ -80,6 +81,13 @@ def _write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def _preview_source(final: pyvips.Image, photo: np.ndarray) -> np.ndarray:
+    """``final`` box-averaged by the largest whole factor that keeps it at least the photo's
+    size (the frame is smaller still): the preview's pixels, a small array whatever the print."""
+    factor = max(1, min(final.width // photo.shape[1], final.height // photo.shape[0]))
+    return np.asarray(final.shrink(factor, factor).numpy() if factor > 1 else final.numpy())
+
+
 def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
     """The numbered steps of a frame run, in the locked output folder."""
     config, photo, plan = prepared.config, prepared.photo, prepared.plan
@@ -106,16 +114,17 @@ def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
         artwork = balance_cast(artwork, config.colour_fix)
     artwork_path = _write_png(plan.out / "artwork.png", artwork)
     report(progress, "steps", 4, STEPS)
-    # 5. enlarged to the trim size's pixels at the DPI
-    final = enlarge_to(config, artwork, plan.print.trim_px, progress)
-    report(progress, "steps", 5, STEPS)
-    # 6. the print file, with its DPI, sRGB profile and mirrored bleed
-    print_path = write_print(final, plan.out / f"print.{config.format}", plan.print.dpi,
-                             plan.print.bleed_mm)
-    report(progress, "steps", 6, STEPS)
-    # 7. the room photo with the artwork warped into the frame
-    preview = _write_png(plan.out / "on-the-wall.png",
-                         preview_on_wall(photo, final, plan.corners))
+    # 5. enlarged to the trim size's pixels at the DPI, lazily (streamed, see `enlarged`)
+    with enlarged(config, artwork_path, plan.artwork_size, plan.print.trim_px,
+                  progress) as final:
+        report(progress, "steps", 5, STEPS)
+        # 6. the print file, with its DPI, sRGB profile and mirrored bleed, written once
+        print_path = write_print(final, plan.out / f"print.{config.format}", plan.print.dpi,
+                                 plan.print.bleed_mm)
+        report(progress, "steps", 6, STEPS)
+        # 7. the room photo with the artwork warped into the frame
+        preview = _write_png(plan.out / "on-the-wall.png",
+                             preview_on_wall(photo, _preview_source(final, photo), plan.corners))
     report(progress, "steps", 7, STEPS)
     return FrameResult(plan, tuple(candidates), rectified_path, artwork_path, print_path,
                        preview, time.monotonic() - start)

@@ -1,5 +1,6 @@
-"""The model steps of a frame run, each a function of arrays: inpainting candidates, img2img at
-the model's size, and the enlargement to the print's pixels (tiled ESRGAN, then resampling).
+"""The model steps of a frame run: inpainting candidates and img2img at the model's size (on
+arrays), and the enlargement to the print's pixels (tiled ESRGAN, then resampling), streamed
+from file to file so that a print larger than memory can be made.
 
 Models are reached through `hypermosaic.registry` only; each step loads its model and lets it go
 when done, so the inpainting and img2img models are never in memory together.
@@ -7,20 +8,24 @@ when done, so the inpainting and img2img models are never in memory together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
+import pyvips
 
 from hypermosaic import registry
 from hypermosaic.build.engines import TileContext, TileJob
 from hypermosaic.frame.config import FrameConfig
 from hypermosaic.frame.geometry import Corners
-from hypermosaic.images import resize
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.tiling import DEFAULT_OVERLAP, tile_windows
 from hypermosaic.tree import ROOT
+from hypermosaic.upscale import UpscaleJob, upscale_file
 
-__all__ = ["MASK_GROW", "enlarge_to", "img2img_artwork", "inpaint_candidates", "quad_mask"]
+__all__ = ["MASK_GROW", "enlarged", "img2img_artwork", "inpaint_candidates", "quad_mask"]
 
 MASK_GROW = 1.5  # px the repainted area reaches past the quadrilateral: the frame's inner edge
 FEATHER = 2  # px of soft edge inside the repainted area (the inpaint engine's compositing)
@@ -91,30 +96,50 @@ def _passes(width: int, height: int, target: tuple[int, int], scale: int) -> lis
     return sizes
 
 
-def _rows(image: np.ndarray) -> Callable[[int, int], np.ndarray]:
-    """The reader of ``image``'s rows that `registry.upscale_bands` takes."""
-    return lambda top, bottom: image[top:bottom]
+def _esrgan(config: FrameConfig, artwork: Path, size: tuple[int, int], target: tuple[int, int],
+            work: Path, progress: ProgressCallback | None) -> Path:
+    """``artwork`` through the ESRGAN model as many times as its scale fits in ``target``, each
+    pass streamed (`hypermosaic.upscale.upscale_file`) into a tiled TIFF in ``work``; the last
+    file (``artwork`` itself if none fits). The model is let go on return."""
+    upscaler = registry.load_upscaler(config.upscaler, device=config.device, dtype=config.dtype)
+    passes = _passes(*size, target, upscaler.scale)
+    overlap = min(DEFAULT_OVERLAP, upscaler.tile - 1)
+    total = sum(len(tile_windows(h, upscaler.tile, overlap))
+                * len(tile_windows(w, upscaler.tile, overlap)) for w, h in passes)
+    done = 0
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        report(progress, "tiles", done, total)
+
+    for index, (width, height) in enumerate(passes, 1):
+        job = UpscaleJob(artwork, work / f"pass-{index}.tif", width, height, upscaler.scale)
+        artwork = upscale_file(job, upscaler, on_tile=tick)
+    return artwork
 
 
-def enlarge_to(config: FrameConfig, image: np.ndarray, target: tuple[int, int],
-               progress: ProgressCallback | None) -> np.ndarray:
-    """``image`` enlarged to ``target`` (width, height): the ESRGAN model, tiled, as many times
-    as its scale fits, then resampled the rest of the way (`hypermosaic.images.resize`)."""
-    if config.esrgan:
-        upscaler = registry.load_upscaler(config.upscaler, device=config.device,
-                                          dtype=config.dtype)
-        passes = _passes(image.shape[1], image.shape[0], target, upscaler.scale)
-        overlap = min(DEFAULT_OVERLAP, upscaler.tile - 1)
-        total = sum(len(tile_windows(h, upscaler.tile, overlap))
-                    * len(tile_windows(w, upscaler.tile, overlap)) for w, h in passes)
-        done = 0
+def _resample(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """``image`` lazily resampled to exactly ``width`` x ``height``: Lanczos down, bicubic up
+    (as `hypermosaic.images.resize` does for arrays)."""
+    if (image.width, image.height) == (width, height):
+        return image
+    kernel = "lanczos3" if width < image.width else "cubic"
+    return image.resize(width / image.width, vscale=height / image.height, kernel=kernel)
 
-        def tick(count: int) -> None:
-            nonlocal done
-            done += count
-            report(progress, "tiles", done, total)
 
-        for width, height in passes:
-            image = np.concatenate(list(registry.upscale_bands(
-                _rows(image), height, width, upscaler, None, DEFAULT_OVERLAP, on_tile=tick)))
-    return resize(image, *target)
+@contextmanager
+def enlarged(config: FrameConfig, artwork: Path, size: tuple[int, int], target: tuple[int, int],
+             progress: ProgressCallback | None) -> Iterator[pyvips.Image]:
+    """``artwork`` (a file of ``size``) enlarged to ``target`` (width, height), as a lazy image
+    valid inside the block: the ESRGAN model, tiled, as many times as its scale fits, then
+    resampled the rest of the way.
+
+    Nothing is held whole: each pass streams into a temporary tiled TIFF (in a hidden folder
+    beside ``artwork``, removed when the block ends), which the resampling reads with random
+    access, so memory does not grow with ``target`` and the print's mirrored bleed can be read.
+    """
+    with tempfile.TemporaryDirectory(prefix=".enlarge-", dir=artwork.parent) as work:
+        if config.esrgan:
+            artwork = _esrgan(config, artwork, size, target, Path(work), progress)
+        yield _resample(pyvips.Image.new_from_file(str(artwork)), *target)

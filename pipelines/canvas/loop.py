@@ -30,7 +30,8 @@ unconditional row (classifier-free guidance off, negative prompts unused).
 
 Image regions hold their reference's latents, noised to each step's level, until their
 img2img strength lets them go (strength 0: to the end, so the region is the reference
-through the VAE). Brushes, for their first ``bootstrap_steps``, see their own area only, over
+through the VAE); one with a mask holds them by its mask's weights, as rerolls draw their
+noise (`initial_noise`). Brushes, for their first ``bootstrap_steps``, see their own area only, over
 a plain white background noised to the step's level (StreamMultiDiffusion's bootstrapping),
 so that their prompts stay apart. Over a background photo (``plan.background``) the regions
 repaint only their areas and the rest stays the photo, pixel for pixel (`photo`); inpainting
@@ -57,6 +58,7 @@ import torch
 from hypermosaic.canvas.plan import CELL, CanvasPlan, check_window_stride
 from hypermosaic.canvas.regions import MOD
 from hypermosaic.errors import BuildError, InputError
+from hypermosaic.pipelines.canvas.masks import mask_weights
 from hypermosaic.pipelines.canvas.photo import composite_photo, hold_photo, prepare_photo
 from hypermosaic.pipelines.canvas.predict import CallSize, predict_windows
 from hypermosaic.pipelines.canvas.tiled_vae import decode_tiled, encode_tiled, vae_scale_factor
@@ -69,6 +71,7 @@ from hypermosaic.pipelines.canvas.windows import (
 )
 from hypermosaic.pipelines.image_prompt.canvas import guide_rows, guided_prompts
 from hypermosaic.pipelines.models import make_scheduler
+from hypermosaic.tiling import Box
 
 __all__ = [
     "MOD_SCHEDULERS",
@@ -149,6 +152,8 @@ def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor
 
     The plan's noise edits apply in order: each draws ``randn`` over its ``draw`` box from its
     seed and writes (``reset``) or adds ``eps`` times (``epsilon``) the part inside ``write``.
+    An edit with a mask of weights ``m`` (`mask_weights`) resets to ``sqrt(m) new + sqrt(1 - m)
+    old`` (unit variance, independent noises) and adds ``eps m new``.
     """
     generator = torch.Generator("cpu").manual_seed(plan.seed)
     noise = torch.randn((1, channels, plan.height // f, plan.width // f), generator=generator)
@@ -160,10 +165,13 @@ def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor
         )
         w_top, w_bottom, w_left, w_right = (edge // f for edge in edit.write)
         part = fresh[:, :, w_top - top : w_bottom - top, w_left - left : w_right - left]
+        written = noise[:, :, w_top:w_bottom, w_left:w_right]
+        m = None if edit.mask is None else torch.from_numpy(
+            mask_weights(edit.mask, (w_top, w_bottom, w_left, w_right), f))
         if edit.mode == "reset":
-            noise[:, :, w_top:w_bottom, w_left:w_right] = part
+            written[:] = part if m is None else m.sqrt() * part + (1 - m).sqrt() * written
         else:
-            noise[:, :, w_top:w_bottom, w_left:w_right] += edit.eps * part
+            written += edit.eps * (part if m is None else m * part)
     return noise, generator
 
 
@@ -243,14 +251,18 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     noise = noise.to(device)
     latents = noise * scheduler.init_noise_sigma
 
-    # 4. Latents of the image regions and of the bootstrap background.
+    # 4. Latents of the image regions (and their masks' weights) and of the bootstrap
+    #    background.
     images = [
         (
-            tuple(edge // f for edge in image.box),
+            box,
             encode_tiled(vae, image.pixels, vae_tile, vae_tile // 4).to(device),
             _hold_until(image.strength, plan.steps, total, scheduler.order),
+            None if image.mask is None
+            else torch.from_numpy(mask_weights(image.mask, box, f)).to(device),
         )
         for image in plan.images
+        for box in [tuple(edge // f for edge in image.box)]
     ]
     isolated = [w for w in windows if w.keep is not None]
     white = None
@@ -265,11 +277,10 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     # 5. Denoise the whole canvas.
     for i, t in enumerate(timesteps):
         level = t.reshape(1)
-        for box, reference, start in images:
+        for box, reference, start, m in images:
             if i <= start:
-                latents[latent_slice(box)] = scheduler.add_noise(
-                    reference, noise[latent_slice(box)], level
-                )
+                _hold(latents, box, scheduler.add_noise(reference, noise[latent_slice(box)],
+                                                        level), m)
         scaled = scheduler.scale_model_input(latents, t)
         backgrounds = None
         if white is not None and i < plan.bootstrap_steps:
@@ -289,12 +300,19 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         check_finite(latents, i + 1, total)
         if callback is not None:
             callback(i + 1, total)
-    for box, reference, start in images:
+    for box, reference, start, m in images:
         if start >= total:
-            latents[latent_slice(box)] = reference
+            _hold(latents, box, reference, m)
 
     # 6. Decode, tiled, and lay the repainted areas over the photo.
     return composite_photo(decode_tiled(vae, latents, vae_tile, vae_tile // 4), plan)
+
+
+def _hold(latents: torch.Tensor, box: Box, value: torch.Tensor, m: torch.Tensor | None) -> None:
+    """Set ``latents`` in ``box`` to ``value``, or to ``m value + (1 - m) latents`` with mask
+    weights ``m``."""
+    region = latents[latent_slice(box)]
+    region[:] = value if m is None else m * value + (1 - m) * region
 
 
 def _hold_until(strength: float, steps: int, total: int, order: int) -> int:

@@ -24,14 +24,17 @@ import math
 
 import numpy as np
 
-from hypermosaic.canvas.plan import TILING_GAUSSIAN
+from hypermosaic.canvas.plan import CELL, TILING_GAUSSIAN, RegionMask
+from hypermosaic.tiling import Box
 
 __all__ = [
     "GAUSSIAN_VARIANCE",
     "PROFILES",
+    "cells_to_latent",
     "constant_profile",
     "gaussian_blur",
     "gaussian_profile",
+    "mask_weights",
     "profile",
     "quartic_profile",
     "region_weights",
@@ -106,3 +109,17 @@ def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
     padded = np.pad(mask, radius, mode="edge")
     rows = sum(k * padded[i : i + mask.shape[0], :] for i, k in enumerate(kernel))
     return sum(k * rows[:, i : i + mask.shape[1]] for i, k in enumerate(kernel)).astype(np.float32)
+
+
+def cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
+    """A map of 8-pixel cells repeated to latent positions (``f`` pixels each), float32."""
+    repeat = CELL // f
+    return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
+
+
+def mask_weights(mask: RegionMask, box: Box, f: int) -> np.ndarray:
+    """A region mask's weights in [0, 1] over its latent ``box``: its cells blurred by its
+    ``blur``, at latent resolution, cropped (blurred over the whole canvas first, as a brush's,
+    so a mask reaching the box's edge is not faded there)."""
+    top, bottom, left, right = box
+    return cells_to_latent(gaussian_blur(mask.cells, mask.blur / CELL), f)[top:bottom, left:right]

@@ -28,7 +28,12 @@ import torch
 
 from hypermosaic.canvas.plan import CELL, CanvasPlan
 from hypermosaic.canvas.regions import MOD
-from hypermosaic.pipelines.canvas.masks import gaussian_blur, region_weights
+from hypermosaic.pipelines.canvas.masks import (
+    cells_to_latent,
+    gaussian_blur,
+    mask_weights,
+    region_weights,
+)
 from hypermosaic.tiling import Box, window_spans
 
 __all__ = [
@@ -106,14 +111,10 @@ def _window(
     )
 
 
-def _cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
-    repeat = CELL // f
-    return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
-
-
 def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
                    ) -> list[Window]:
-    """One window per grid tile and text region: its box in latents, weighted by its profile.
+    """One window per grid tile and text region: its box in latents, weighted by its profile
+    (times its mask's weights, for a text region with a mask).
 
     ``cfg = False`` (guidance-embedded models) gives no window an unconditional row; else a
     window is guided when its guidance is above 1, or always in a Mixture of Diffusers plan.
@@ -124,6 +125,8 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
     for prompt in plan.prompts:
         top, bottom, left, right = (edge // f for edge in prompt.box)
         weight = region_weights(prompt.mask_type, bottom - top, right - left, prompt.mask_weight)
+        if prompt.mask is not None:
+            weight = weight * mask_weights(prompt.mask, (top, bottom, left, right), f)
         windows.append(
             _window(
                 (top, bottom, left, right),
@@ -157,8 +160,8 @@ def brush_windows(
     ]
     windows = []
     for brush in plan.brushes:
-        weight = _cells_to_latent(gaussian_blur(brush.cells, brush.blur / CELL), f) * brush.strength
-        keep = _cells_to_latent(brush.cells, f) if brush.bootstrap else None
+        weight = cells_to_latent(gaussian_blur(brush.cells, brush.blur / CELL), f) * brush.strength
+        keep = cells_to_latent(brush.cells, f) if brush.bootstrap else None
         for top, bottom, left, right in spans:
             crop = weight[top:bottom, left:right]
             if crop.max() > 0:

@@ -32,13 +32,18 @@ def pipe():
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
     """``room.png`` (a random photo of the canvas's size), ``left.png`` (a mask of the left
-    half), ``small.png`` (a 32 px mask)."""
+    half), ``small.png`` (a 32 px mask), ``blob.png`` (a mask off the 8 px cells, part of
+    `BOX`), ``ref.png`` (a reference drawing)."""
     photo = np.random.default_rng(3).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "room.png")
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[:, : SIZE // 2] = 255
     Image.fromarray(mask).save(tmp_path / "left.png")
     Image.fromarray(mask[:32, :32]).save(tmp_path / "small.png")
+    blob = np.zeros((SIZE, SIZE), np.uint8)
+    blob[20:44, 4:30] = 255
+    Image.fromarray(blob).save(tmp_path / "blob.png")
+    Image.fromarray(np.full((24, 40, 3), (20, 200, 90), np.uint8)).save(tmp_path / "ref.png")
     return tmp_path
 
 
@@ -50,6 +55,14 @@ def plan_of(base: Path, regions: list[dict], **extra):
 
 def brush(mask: str = "left.png", **extra) -> dict:
     return {"kind": "brush", "mask": mask, "prompt": PROMPT, **extra}
+
+
+BOX = {"top": 16, "bottom": 48, "left": 8, "right": 40}
+MASKED = {  # text, image and reroll regions limited to blob.png
+    "text": {**BOX, "prompt": "a window", "mask": "blob.png", "blur": 4},
+    "image": {**BOX, "kind": "image", "image": "ref.png", "mask": "blob.png"},
+    "reroll": {**BOX, "kind": "reroll", "seed": 9, "mask": "blob.png"},
+}
 
 
 @pytest.mark.parametrize("region", [
@@ -64,6 +77,54 @@ def test_pixels_outside_every_mask_are_the_photo(pipe, files, region):
     assert outside.any() and plan.background.repaint.any()
     assert np.array_equal(image[outside], photo[outside])
     assert (image[plan.background.repaint] != photo[plan.background.repaint]).mean() > 0.5
+
+
+@pytest.mark.parametrize("kind", MASKED)
+def test_a_masked_region_repaints_only_inside_its_mask(pipe, files, kind):
+    plan = plan_of(files, [MASKED[kind]])
+    blob = np.asarray(Image.open(files / "blob.png")) > 0
+    inside_box = np.zeros_like(blob)
+    inside_box[16:48, 8:40] = True
+    assert np.array_equal(plan.background.repaint, blob & inside_box)
+    image = render_canvas(pipe, plan)
+    photo = np.asarray(Image.open(files / "room.png"))
+    outside = ~plan.background.repaint
+    assert np.array_equal(image[outside], photo[outside])
+    assert (image[~outside] != photo[~outside]).mean() > 0.5
+
+
+def test_a_masked_reroll_edits_the_noise_only_inside_its_mask(files):
+    plain = plan_of(files, [brush()])
+    rerolled = plan_of(files, [brush(), MASKED["reroll"]])
+    before, _ = loop.initial_noise(plain, 4, 8)
+    after, _ = loop.initial_noise(rerolled, 4, 8)
+    inside = np.zeros((SIZE // 8, SIZE // 8), bool)
+    inside[2:6, 1:5] = True  # BOX in 8 px cells
+    changed = (before != after).any(dim=1)[0].numpy()
+    assert np.array_equal(changed, (rerolled.noise_edits[0].mask.cells > 0) & inside)
+    assert changed.sum() < inside.sum()
+
+
+def test_without_a_photo_a_mask_weights_the_text_regions_window(files):
+    from hypermosaic.pipelines.canvas.masks import region_weights
+    from hypermosaic.pipelines.canvas.windows import TextRows, prompt_windows
+
+    whole = {"top": 0, "bottom": SIZE, "left": 0, "right": SIZE, "prompt": "a wall"}
+    sharp = {**MASKED["text"], "blur": 0}
+    raw = {"width": SIZE, "height": SIZE, "steps": 2, "regions": [whole, sharp, MASKED["text"]]}
+    plan = plan_canvas(canvas_config_from_dict(raw, base=files, source="bg.toml"))
+    assert plan.background is None
+    _, sharp_window, blurred_window = prompt_windows(plan, 8, TextRows())
+    cells = plan.prompts[1].mask.cells[2:6, 1:5]  # BOX in 8 px cells
+    expected = region_weights("gaussian", 4, 4) * cells
+    assert np.allclose(sharp_window.weight[0, 0].numpy(), expected)
+    assert (cells == 0).any() and (blurred_window.weight > 0).all()
+
+
+def test_a_masked_text_region_leaves_its_uncovered_box_to_other_prompts(files):
+    raw = {"width": SIZE, "height": SIZE, "steps": 2, "regions": [MASKED["text"]]}
+    with pytest.raises(InputError, match=r"^bg.toml: canvas: .* covered by no prompt"):
+        plan_canvas(canvas_config_from_dict(raw, base=files, source="bg.toml"))
 
 
 def test_one_window_with_an_inpainting_model_is_diffusers_inpainting(files, monkeypatch):
@@ -131,6 +192,13 @@ def test_an_inpainting_model_needs_a_photo(files):
     ({"regions": [brush("small.png")]},
      r"^bg.toml: regions.0.mask: .*small.png is 32x32 but the canvas is 64x64"),
     ({"regions": [brush("gone.png")]}, r"^bg.toml: regions.0.mask: .*gone.png: no such mask"),
+    *[({"regions": [{**MASKED[kind], "mask": mask}]},
+       rf"^bg.toml: regions.0.mask: .*{mask}{message}")
+      for kind in MASKED
+      for mask, message in [("small.png", " is 32x32 but the canvas is 64x64"),
+                            ("gone.png", ": no such mask")]],
+    ({"regions": [{**BOX, "prompt": "p", "blur": 2}]},
+     r"^bg.toml: regions.0.blur: a blur needs a mask"),
     ({"regions": []}, r"^bg.toml: background.image: no regions to repaint"),
     ({"background": {"image": "room.png", "prompt": "p", "feather": -1}},
      r"^bg.toml: background.feather: "),
