@@ -99,6 +99,7 @@ def test_zooming_six_levels_below_the_build_makes_sharp_nodes_equal_to_a_batch_b
     assert {k: made[k] for k in built} == built
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_nodes_are_made_keeps_every_finished_node_whole(explore, examples_dir,
                                                                       tmp_path, dask_client):
     """Ctrl-C in the middle of a deep view's work: the server stops at once, cleanly, and the

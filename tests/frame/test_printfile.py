@@ -123,6 +123,7 @@ def _check_streamed(side: int, path: Path, cap_mib: float) -> None:
         assert tif.pages.first.tags["XResolution"].value == (300, 1)
 
 
+@pytest.mark.slow
 def test_print_streams_with_flat_memory(tmp_path: Path) -> None:
     """A 6000² print (103 MiB of pixels) grows peak RSS by a small bounded amount, and about
     as much as a 1500² one: memory does not follow the image size."""

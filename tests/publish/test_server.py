@@ -341,6 +341,7 @@ def test_requests_over_the_limit_get_503_and_websockets_do_not_count(busy_app):
         assert fetch(server, "/sub/tile.jpeg")[::2] == (200, b"tile")
 
 
+@pytest.mark.slow
 def test_a_stalled_client_is_disconnected_and_blocks_no_one(root):
     """Half a request line, or an answer nobody reads, is cut off after the server's
     ``client_timeout``; meanwhile other clients are served."""
@@ -442,6 +443,7 @@ def serve_process(root):
             process.kill()
 
 
+@pytest.mark.slow
 def test_serve_drops_broken_downloads_quietly_and_stops_on_ctrl_c(serve_process):
     """Clients that hang up mid-download (cleanly or with a reset) leave no traceback; SIGINT
     stops the server within its second of grace, even with a download nobody reads and an
