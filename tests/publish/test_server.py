@@ -156,15 +156,17 @@ def test_a_refused_body_does_not_desynchronise_a_kept_alive_connection(served):
     connection.close()
 
 
-def test_kept_alive_requests_are_answered_without_nagle_delays(served):
+def test_kept_alive_connections_send_without_nagle_delays(served):
     """Head and body leave in separate writes; without TCP_NODELAY each answer on a kept-alive
-    connection would wait ~40 ms for the client's delayed ACK (2 s for these 50)."""
+    connection waits ~40 ms for the client's delayed ACK. The server's end of every connection
+    has it set (benchmarks/bench_serve.py measures what it is worth)."""
     connection = http.client.HTTPConnection(served.host, served.port, timeout=10)
-    start = time.monotonic()
-    for _ in range(50):
+    for _ in range(3):
         connection.request("GET", "/zoom.mp4", headers={"Range": "bytes=0-19999"})
         assert len(connection.getresponse().read()) == 20000
-    assert time.monotonic() - start < 1.0
+    sockets = [c.transport.get_extra_info("socket")
+               for c in served._server.server_state.connections]
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
     connection.close()
 
 
