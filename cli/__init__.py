@@ -22,6 +22,7 @@ from hypermosaic.cli.serve import serve_command
 from hypermosaic.cli.upscale import upscale_command
 from hypermosaic.cli.video import video_command
 from hypermosaic.errors import HypermosaicError
+from hypermosaic.progress import sigint_recorded
 
 __all__ = ["main", "cli"]
 
@@ -50,7 +51,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigint_recorded():
+                return super().invoke(ctx)
         except HypermosaicError as exc:
             click.echo(f"{exc.prefix}{exc}", err=True)
             sys.exit(exc.exit_code)

@@ -40,6 +40,11 @@ __all__ = ["frame_command"]
 @click.option("--strength", type=float, help="img2img strength in (0, 1] (default 0.5).")
 @click.option("--colour-fix", type=float,
               help="Remove the wall's colour cast, 0 (off, default) to 1 (fully).")
+@click.option("--refine-strength", type=float,
+              help="Detail pass: redraw the enlarged artwork in canvas windows at this img2img "
+              "strength, in [0, 1) (default 0: off).")
+@click.option("--refine-scale", type=int,
+              help="How many times the detail pass enlarges the artwork, 2 to 8 (default 2).")
 @click.option("--upscaler", metavar="x4plus|anime|fast|bicubic|PATH",
               help="ESRGAN model enlarging the artwork to the print (default x4plus).")
 @click.option("--format", "fmt", type=click.Choice(["tif", "png"]),
@@ -54,13 +59,15 @@ def frame_command(photo: Path | None, config_file: Path | None, corners: str | N
                   model: str | None, inpaint_model: str | None, scheduler: str | None,
                   candidates: int | None, seed: int | None, choose: int | None,
                   inpaint_size: int | None, steps: int | None, strength: float | None,
-                  colour_fix: float | None, upscaler: str | None, fmt: str | None,
+                  colour_fix: float | None, refine_strength: float | None,
+                  refine_scale: int | None, upscaler: str | None, fmt: str | None,
                   device: str | None, dtype: str | None, out: Path | None) -> None:
     """Paint the empty picture frame in PHOTO and make its print file.
 
     Inpainting candidates (one per seed), the chosen one rectified to the frame's aspect,
-    img2img with the print prompt, an optional colour fix, ESRGAN to the print size at the
-    DPI, the print file (sRGB, DPI, bleed) and the photo with the artwork on the wall.
+    img2img with the print prompt, an optional colour fix, an optional detail pass (canvas
+    windows over the enlarged artwork), ESRGAN to the print size at the DPI, the print file
+    (sRGB, DPI, bleed) and the photo with the artwork on the wall.
     """
     from hypermosaic.frame import frame_print  # imported when painting: --help stays quick
 
@@ -72,7 +79,8 @@ def frame_command(photo: Path | None, config_file: Path | None, corners: str | N
             negative_prompt=negative_prompt, model=model, inpaint_model=inpaint_model,
             scheduler=scheduler, candidates=candidates, seed=seed, choose=choose,
             inpaint_size=inpaint_size, steps=steps, strength=strength, colour_fix=colour_fix,
-            upscaler=upscaler, format=fmt, device=device, dtype=dtype, out=out)
+            refine_strength=refine_strength, refine_scale=refine_scale, upscaler=upscaler,
+            format=fmt, device=device, dtype=dtype, out=out)
     width, height = result.plan.print.pixels
     out_console.print(f"print: {result.print} ({width}x{height} px at "
                       f"{result.plan.print.dpi:g} dpi) in {result.seconds:.1f} s")

@@ -5,20 +5,31 @@ steps, tiles, frames) to a `ProgressCallback`; the command line draws one bar pe
 notebook may print them or ignore them. Work running on Dask workers reports through an
 `EventChannel`: the task sends through an `emitter` of its topic, the client receives the
 payloads on its event thread.
+
+Ctrl-C: under `sigint_recorded` (the command line installs it) an interrupt is also recorded,
+and every `report` re-raises it. Python's own KeyboardInterrupt may land inside a garbage
+collector or finaliser callback, where it is printed and swallowed; the next progress event
+then still stops the work.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["EventChannel", "Progress", "ProgressCallback", "emitter", "report"]
+__all__ = ["EventChannel", "Progress", "ProgressCallback", "emitter", "report",
+           "sigint_recorded"]
+
+_interrupted = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,10 @@ ProgressCallback = Callable[[Progress], None]
 
 def report(callback: ProgressCallback | None, unit: str, done: int, total: int | None,
            **extra: Any) -> None:
-    """Call ``callback`` (when there is one) with a `Progress`."""
+    """Call ``callback`` (when there is one) with a `Progress`; raise `KeyboardInterrupt`
+    if Ctrl-C was pressed under `sigint_recorded` (however its own exception fared)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
     if callback is not None:
         callback(Progress(unit, done, total, **extra))
 
@@ -81,3 +95,24 @@ def emitter(topic: str) -> Callable[[Any], None]:
 
     worker = get_worker()
     return lambda payload: worker.log_event(topic, payload)
+
+
+def _record_sigint(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigint_recorded() -> Iterator[None]:
+    """Within: Ctrl-C raises `KeyboardInterrupt` as usual and is recorded for `report`.
+    Only in the main thread (elsewhere signals cannot be set, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, _record_sigint)
+    _interrupted.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        _interrupted.clear()

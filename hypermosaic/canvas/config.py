@@ -299,10 +299,11 @@ class CanvasConfig(Strict):
                                  "use regions to repaint parts of it")
             if not self.regions:
                 raise ValueError("background.image: no regions to repaint the photo with")
-        elif self.background is not None and not any(
+        elif self.background is not None and self.grid is not None and not any(
             isinstance(region, BrushRegion) for region in self.regions
         ):
-            raise ValueError("background: a background prompt needs brush regions")
+            raise ValueError("background: a background prompt over a [grid] needs brush "
+                             "regions (the grid's tiles cover the whole canvas)")
         return self
 
     @property

@@ -50,6 +50,9 @@ class FrameConfig(Strict):
     strength: Annotated[float, Field(gt=0, le=1)] = 0.5
     guidance: Annotated[float, Field(ge=0, le=50)] = 7.5
     colour_fix: Annotated[float, Field(ge=0, le=1)] = 0.0
+    refine_strength: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    refine_scale: Annotated[int, Field(ge=2, le=8)] = 2
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
     upscaler: str = "x4plus"
     format: Literal["tif", "png"] = "tif"
     device: str = "auto"
@@ -70,6 +73,11 @@ class FrameConfig(Strict):
     def the_print_prompt(self) -> str:
         """The img2img prompt: ``print_prompt``, else the inpainting ``prompt``."""
         return self.print_prompt or self.prompt
+
+    @property
+    def refine(self) -> bool:
+        """Whether the detail pass (canvas windows over the enlarged artwork) runs."""
+        return self.refine_strength > 0
 
     @property
     def esrgan(self) -> bool:

@@ -9,6 +9,8 @@ Sizes, in order of the run:
   side that of the quadrilateral in the inpainting image;
 - the artwork: the rectified frame at the model's size (long side = native side), which img2img
   sees padded to a native square, as the seed's author did by hand;
+- the refined artwork (with ``refine_strength``): the artwork ``refine_scale`` times larger,
+  sides multiples of 8, which canvas windows of the model's size redraw;
 - the print: the trim size at the DPI (`hypermosaic.frame.sizes.PrintSize`), bleed added.
 """
 
@@ -44,6 +46,7 @@ class FramePlan:
     rectified_size: tuple[int, int]
     artwork_size: tuple[int, int]
     native: int  # the square img2img works at
+    refined_size: tuple[int, int] | None  # None: no detail pass
     seeds: tuple[int, ...]
     out: Path
 
@@ -81,6 +84,13 @@ def _fit(aspect: float, side: int) -> tuple[int, int]:
     if aspect >= 1:
         return side, max(2, round(side / aspect))
     return max(2, round(side * aspect)), side
+
+
+def _refined(config: FrameConfig, artwork: tuple[int, int]) -> tuple[int, int] | None:
+    if not config.refine:
+        return None
+    return (_multiple_of_8(artwork[0] * config.refine_scale),
+            _multiple_of_8(artwork[1] * config.refine_scale))
 
 
 def _corners(config: FrameConfig, width: int, height: int, mask: np.ndarray | None) -> Corners:
@@ -133,6 +143,7 @@ def plan_frame(config: FrameConfig, photo_size: tuple[int, int], mask: np.ndarra
         rectified_size=rectified,
         artwork_size=_fit(aspect, native),
         native=native,
+        refined_size=_refined(config, _fit(aspect, native)),
         seeds=tuple(config.seed + index for index in range(config.candidates)),
         out=config.out,
     )

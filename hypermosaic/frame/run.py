@@ -22,7 +22,14 @@ from hypermosaic.frame.config import FrameConfig, frame_config
 from hypermosaic.frame.geometry import preview_on_wall, rectify
 from hypermosaic.frame.plan import FramePlan, plan_frame
 from hypermosaic.frame.printfile import write_print
-from hypermosaic.frame.steps import enlarged, img2img_artwork, inpaint_candidates, quad_mask
+from hypermosaic.frame.reuse import Candidates
+from hypermosaic.frame.steps import (
+    enlarged,
+    img2img_artwork,
+    inpaint_candidates,
+    quad_mask,
+    refine_artwork,
+)
 from hypermosaic.images import encode, load_image, resize
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.store import atomic_write, folder_lock
@@ -30,7 +37,7 @@ from hypermosaic.store import atomic_write, folder_lock
 __all__ = ["FrameResult", "Prepared", "frame_print", "prepare"]
 
 DEFAULT_NATIVE = 512  # a model whose configs do not say its side: SD 1.x's
-STEPS = 7
+STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class FrameResult:
     candidates: tuple[Path, ...]
     rectified: Path
     artwork: Path
+    refined: Path | None  # with the detail pass only
     print: Path
     preview: Path
     seconds: float
@@ -88,6 +96,25 @@ def _preview_source(final: pyvips.Image, photo: np.ndarray) -> np.ndarray:
     return np.asarray(final.shrink(factor, factor).numpy() if factor > 1 else final.numpy())
 
 
+def _candidates(config: FrameConfig, plan: FramePlan, work: np.ndarray, mask: np.ndarray,
+                progress: ProgressCallback | None) -> tuple[list[Path], np.ndarray]:
+    """Every candidate's file, and the chosen candidate: those kept from an earlier run with
+    the same settings are read back (`Candidates`), the others inpainted and recorded."""
+    kept = Candidates(config, work, mask)
+    images = {index: kept.kept(plan.candidate_path(index), seed)
+              for index, seed in enumerate(plan.seeds)}
+    missing = [index for index, image in images.items() if image is None]
+    made = inpaint_candidates(config, work, mask, tuple(plan.seeds[i] for i in missing),
+                              progress) if missing else iter(())  # no model loaded for none
+    for index, candidate in zip(missing, made, strict=True):
+        _write_png(plan.candidate_path(index), candidate)
+        kept.add(plan.candidate_path(index), plan.seeds[index])
+        images[index] = candidate
+    chosen = images[config.choose - 1]
+    assert chosen is not None
+    return [plan.candidate_path(index) for index in images], chosen
+
+
 def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
     """The numbered steps of a frame run, in the locked output folder."""
     config, photo, plan = prepared.config, prepared.photo, prepared.plan
@@ -95,12 +122,7 @@ def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
     # 1. inpaint the frame's inside in the scaled photo, one candidate per seed
     work = np.array(resize(photo, *plan.work_size))  # writable, as torch wants
     mask = quad_mask(plan.work_corners, *plan.work_size)
-    candidates, chosen = [], work
-    for index, candidate in enumerate(inpaint_candidates(config, work, mask, plan.seeds,
-                                                         progress)):
-        candidates.append(_write_png(plan.candidate_path(index), candidate))
-        if index == config.choose - 1:
-            chosen = candidate
+    candidates, chosen = _candidates(config, plan, work, mask, progress)
     report(progress, "steps", 1, STEPS)
     # 2. the chosen candidate's frame rectified to the print's aspect ratio
     rectified = rectify(chosen, plan.work_corners, *plan.rectified_size)
@@ -114,20 +136,26 @@ def _run(prepared: Prepared, progress: ProgressCallback | None) -> FrameResult:
         artwork = balance_cast(artwork, config.colour_fix)
     artwork_path = _write_png(plan.out / "artwork.png", artwork)
     report(progress, "steps", 4, STEPS)
-    # 5. enlarged to the trim size's pixels at the DPI, lazily (streamed, see `enlarged`)
-    with enlarged(config, artwork_path, plan.artwork_size, plan.print.trim_px,
-                  progress) as final:
-        report(progress, "steps", 5, STEPS)
-        # 6. the print file, with its DPI, sRGB profile and mirrored bleed, written once
+    # 5. the detail pass, if asked: enlarged and redrawn by canvas windows of the model's size
+    source, source_size, refined_path = artwork_path, plan.artwork_size, None
+    if plan.refined_size is not None:
+        refined = refine_artwork(config, artwork, plan.refined_size, plan.out, progress)
+        source = refined_path = _write_png(plan.out / "refined.png", refined)
+        source_size = plan.refined_size
+    report(progress, "steps", 5, STEPS)
+    # 6. enlarged to the trim size's pixels at the DPI, lazily (streamed, see `enlarged`)
+    with enlarged(config, source, source_size, plan.print.trim_px, progress) as final:
+        report(progress, "steps", 6, STEPS)
+        # 7. the print file, with its DPI, sRGB profile and mirrored bleed, written once
         print_path = write_print(final, plan.out / f"print.{config.format}", plan.print.dpi,
                                  plan.print.bleed_mm)
-        report(progress, "steps", 6, STEPS)
-        # 7. the room photo with the artwork warped into the frame
+        report(progress, "steps", 7, STEPS)
+        # 8. the room photo with the artwork warped into the frame
         preview = _write_png(plan.out / "on-the-wall.png",
                              preview_on_wall(photo, _preview_source(final, photo), plan.corners))
-    report(progress, "steps", 7, STEPS)
-    return FrameResult(plan, tuple(candidates), rectified_path, artwork_path, print_path,
-                       preview, time.monotonic() - start)
+    report(progress, "steps", 8, STEPS)
+    return FrameResult(plan, tuple(candidates), rectified_path, artwork_path, refined_path,
+                       print_path, preview, time.monotonic() - start)
 
 
 def frame_print(config: FrameConfig | Path | str | None = None, *,
@@ -136,7 +164,9 @@ def frame_print(config: FrameConfig | Path | str | None = None, *,
 
     ``config`` is a `FrameConfig`, or a TOML file whose ``[frame]`` table ``options`` (the
     same keys; None: not given) override. Writes into ``out``: ``candidate-N-seed-S.png``
-    (step 1), ``rectified.png``, ``artwork.png``, ``print.tif`` (or ``.png``) and
+    (step 1; ``candidates.json`` records them, and a later run with the same settings reuses
+    them), ``rectified.png``, ``artwork.png``, ``refined.png`` (with ``refine_strength``),
+    ``print.tif`` (or ``.png``) and
     ``on-the-wall.png``. Raises `InputError` before any work for bad input, `Interrupted`
     on Ctrl-C (the files written so far are complete and kept).
     """

@@ -1,9 +1,11 @@
 """The model steps of a frame run: inpainting candidates and img2img at the model's size (on
-arrays), and the enlargement to the print's pixels (tiled ESRGAN, then resampling), streamed
-from file to file so that a print larger than memory can be made.
+arrays), the detail pass (the canvas's mixture-of-diffusers windows over the enlarged artwork,
+for prints that want more than the model's size can hold), and the enlargement to the print's
+pixels (tiled ESRGAN, then resampling), streamed from file to file so that a print larger than
+memory can be made.
 
 Models are reached through `hypermosaic.registry` only; each step loads its model and lets it go
-when done, so the inpainting and img2img models are never in memory together.
+when done, so no two models are in memory together.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import pyvips
 
 from hypermosaic import registry
 from hypermosaic.build.engines import TileContext, TileJob
+from hypermosaic.canvas import canvas_config_from_dict, plan_canvas
 from hypermosaic.frame.config import FrameConfig
 from hypermosaic.frame.geometry import Corners
+from hypermosaic.images import encode, resize
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.tiling import DEFAULT_OVERLAP, tile_windows
 from hypermosaic.tree import ROOT
 from hypermosaic.upscale import UpscaleJob, upscale_file
 
-__all__ = ["MASK_GROW", "enlarged", "img2img_artwork", "inpaint_candidates", "quad_mask"]
+__all__ = ["MASK_GROW", "enlarged", "img2img_artwork", "inpaint_candidates", "quad_mask",
+           "refine_artwork"]
 
 MASK_GROW = 1.5  # px the repainted area reaches past the quadrilateral: the frame's inner edge
 FEATHER = 2  # px of soft edge inside the repainted area (the inpaint engine's compositing)
@@ -87,6 +92,52 @@ def img2img_artwork(config: FrameConfig, image: np.ndarray, native: int) -> np.n
     return np.ascontiguousarray(painted[top : top + height, left : left + width])
 
 
+def _refine_input(config: FrameConfig, artwork: np.ndarray, size: tuple[int, int]
+                  ) -> np.ndarray:
+    """``artwork`` at ``size`` (width, height): through the ESRGAN model until it is at least
+    that large, then resampled (bicubic resampling alone with ``upscaler = "bicubic"``)."""
+    if config.esrgan:
+        upscaler = registry.load_upscaler(config.upscaler, device=config.device,
+                                          dtype=config.dtype)
+        while artwork.shape[1] < size[0] or artwork.shape[0] < size[1]:
+            artwork = registry.upscale_array(upscaler, artwork)
+        del upscaler
+    return resize(artwork, *size)
+
+
+def refine_artwork(config: FrameConfig, artwork: np.ndarray, size: tuple[int, int], out: Path,
+                   progress: ProgressCallback | None) -> np.ndarray:
+    """``artwork`` enlarged to ``size`` (width, height) and redrawn at ``refine_strength`` by
+    canvas windows of the model's size with the print prompt, so that the enlargement gains
+    real detail and no seam (`hypermosaic.canvas`: one background prompt over the whole
+    canvas, one image region holding the enlarged artwork until its strength lets it go).
+    The canvas reads the enlarged artwork from a hidden folder in ``out``, removed on return."""
+    with tempfile.TemporaryDirectory(prefix=".refine-", dir=out) as work:
+        source = Path(work) / "refine-input.png"
+        source.write_bytes(encode(_refine_input(config, artwork, size)))
+        return _redraw(config, source, size, progress)
+
+
+def _redraw(config: FrameConfig, source: Path, size: tuple[int, int],
+            progress: ProgressCallback | None) -> np.ndarray:
+    """The canvas over ``source`` (the enlarged artwork, ``size``), its model loaded here and
+    let go on return."""
+    width, height = size
+    raw = {
+        "name": "refine", "seed": config.seed, "steps": config.steps,
+        "scheduler": config.scheduler, "model": config.model, "device": config.device,
+        "dtype": config.dtype, "width": width, "height": height, "guidance": config.guidance,
+        "negative_prompt": config.negative_prompt, "batch_size": config.batch_size,
+        "background": {"prompt": config.the_print_prompt},
+        "regions": [{"kind": "image", "top": 0, "bottom": height, "left": 0, "right": width,
+                     "image": str(source), "strength": config.refine_strength}],
+    }
+    plan = plan_canvas(canvas_config_from_dict(raw, base=source.parent, source="frame.refine"))
+    pipe = registry.load_canvas_pipeline(config.model, config.device, config.dtype)
+    return registry.render_canvas(
+        pipe, plan, lambda step, steps: report(progress, "refine steps", step, steps))
+
+
 def _passes(width: int, height: int, target: tuple[int, int], scale: int) -> list[tuple[int, int]]:
     """The (width, height) fed to each ESRGAN pass: as many as its scale fits in ``target``."""
     sizes = []
@@ -142,4 +193,5 @@ def enlarged(config: FrameConfig, artwork: Path, size: tuple[int, int], target: 
     with tempfile.TemporaryDirectory(prefix=".enlarge-", dir=artwork.parent) as work:
         if config.esrgan:
             artwork = _esrgan(config, artwork, size, target, Path(work), progress)
-        yield _resample(pyvips.Image.new_from_file(str(artwork)), *target)
+        # revalidate: libvips caches loads by file name, and a later run replaces the file
+        yield _resample(pyvips.Image.new_from_file(str(artwork), revalidate=True), *target)

@@ -89,6 +89,9 @@ def test_frame_writes_candidates_print_and_preview(photo: Path, tiny_dir: Path,
     ({"photo": "missing.png"}, "{tmp}/missing.png: no such image file"),
     ({"--model": "{tmp}/none"}, "frame.model: {tmp}/none: no such file or directory"),
     ({"--choose": "5"}, "frame.choose: candidate 5 is not made (frame.candidates = 4)"),
+    ({"--refine-strength": "1"}, "options: frame.refine_strength: Input should be less than 1"),
+    ({"--refine-scale": "1"},
+     "options: frame.refine_scale: Input should be greater than or equal to 2"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(
     change: dict[str, str | None], message: str, photo: Path, tiny_dir: Path, tmp_path: Path
@@ -123,3 +126,96 @@ def test_config_file_keys_and_unknown_key(photo: Path, tmp_path: Path) -> None:
     assert result.output == (f"Error: {config}: frame.colour: unknown key (check the "
                              "spelling; see docs/print.md)\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_detail_pass_is_the_canvas_over_the_enlarged_artwork(photo: Path, tiny_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """``refined.png`` ≡ the canvas of a background prompt over an image region holding the
+    enlarged artwork (the config a user would write for `hypermosaic canvas`), and the print
+    is made from it."""
+    from hypermosaic import registry
+    from hypermosaic.canvas import load_canvas_config, plan_canvas
+    from hypermosaic.images import load_image, resize
+
+    common = [str(photo), "--corners", CORNERS, "--size", "4x3cm", "--dpi", "60",
+              "--prompt", "a deer", "--print-prompt", "a painted deer", "--model",
+              str(tiny_dir), "--candidates", "1", "--steps", "4", "--upscaler", "bicubic",
+              "--device", "cpu"]
+    result = _frame(*common, "--refine-strength", "0.5", "--refine-scale", "3",
+                    "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    refined = load_image(out / "refined.png")
+    artwork = load_image(out / "artwork.png")
+    # the tiny model's side is 64: the 64x48 artwork, 3x larger, is redrawn in 3x5 windows
+    assert artwork.shape == (48, 64, 3) and refined.shape == (144, 192, 3)
+    assert not list(out.glob(".refine-*")) and not list(out.glob(".enlarge-*"))
+
+    (tmp_path / "enlarged.png").write_bytes(
+        pyvips.Image.new_from_array(resize(artwork, 192, 144), interpretation="srgb")
+        .write_to_buffer(".png"))
+    (tmp_path / "canvas.toml").write_text(
+        'seed = 0\nsteps = 4\nwidth = 192\nheight = 144\n'
+        '[background]\nprompt = "a painted deer"\n'
+        '[[regions]]\nkind = "image"\ntop = 0\nbottom = 144\nleft = 0\nright = 192\n'
+        'image = "enlarged.png"\nstrength = 0.5\n')
+    config = load_canvas_config(tmp_path / "canvas.toml",
+                                {"model": str(tiny_dir), "device": "cpu"})
+    pipe = registry.load_canvas_pipeline(str(tiny_dir), "cpu", "auto")
+    np.testing.assert_array_equal(refined, registry.render_canvas(pipe, plan_canvas(config),
+                                                                  None))
+    assert np.abs(refined.astype(int) - resize(artwork, 192, 144)).mean() > 1
+
+    plain = _frame(*common, "--out", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    assert not (tmp_path / "plain" / "refined.png").exists()
+    printed, unrefined = (pyvips.Image.new_from_file(str(folder / "print.tif")).numpy()
+                          for folder in (out, tmp_path / "plain"))
+    assert printed.shape == unrefined.shape and not np.array_equal(printed, unrefined)
+
+
+def test_the_example_config_plans_on_its_photo(examples_dir: Path, tiny_dir: Path,
+                                               inpaint_dir: Path) -> None:
+    """examples/frame.toml's photo and corners are real: everything checked before work passes,
+    with the tiny models standing in for the example's."""
+    from hypermosaic.frame.run import prepare
+
+    config = frame_config(examples_dir / "frame.toml", model=str(tiny_dir),
+                          inpaint_model=str(inpaint_dir), upscaler="bicubic", device="cpu",
+                          dtype="float32")
+    prepared = prepare(config)
+    assert prepared.photo.shape == (512, 768, 3)
+    plan = prepared.plan
+    assert plan.print.trim_px == (3543, 4724) and plan.print.bleed_px == 35
+    assert plan.artwork_size == (48, 64) and plan.refined_size == (96, 128)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_another_choice_reuses_the_candidates(photo: Path, tiny_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run choosing another candidate inpaints nothing and prints what a fresh run
+    with that choice prints; a changed prompt makes the candidates again."""
+    from hypermosaic import registry
+
+    common = [str(photo), "--corners", CORNERS, "--size", "4x3cm", "--dpi", "30",
+              "--prompt", "a deer", "--model", str(tiny_dir), "--candidates", "2",
+              "--steps", "2", "--upscaler", "bicubic", "--device", "cpu"]
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    assert _frame(*common, "--out", str(out)).exit_code == 0
+    first = {p.name: p.read_bytes() for p in out.glob("candidate-*.png")}
+    loads: list[int] = []
+    engine = registry.inpaint_engine
+    monkeypatch.setattr(registry, "inpaint_engine",
+                        lambda settings: loads.append(1) or engine(settings))
+    again = _frame(*common, "--choose", "2", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert loads == [] and first == {p.name: p.read_bytes() for p in out.glob("candidate-*.png")}
+    assert _frame(*common, "--choose", "2", "--out", str(fresh)).exit_code == 0
+    assert loads == [1]
+    for name in ("rectified.png", "artwork.png"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    np.testing.assert_array_equal(*(pyvips.Image.new_from_file(str(folder / "print.tif"))
+                                    .numpy() for folder in (out, fresh)))
+    changed = _frame(*common, "--prompt", "a fox", "--out", str(out))
+    assert changed.exit_code == 0 and loads == [1, 1]
