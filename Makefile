@@ -27,12 +27,12 @@ demo: setup
 
 # Everything: every test (the browser test included), then the linters.
 test: setup chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 	$(MAKE) --no-print-directory lint
 
 # The inner loop: every package, the slow end-to-end tests left out (under 90 s on 2 cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # Style, types, and the import contracts of pyproject.toml. import-linter reads the package
 # from the file system, so it runs on a copy laid out as installed (cli/ and pipelines/ inside).

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from benchmarks._machine import print_machine
+
 if TYPE_CHECKING:
+    from hypermosaic.build.config import BuildConfig
     from hypermosaic.store import Store
     from hypermosaic.tree import Plan
 
@@ -78,7 +81,7 @@ class PeakRSS:
         return self.peak // (1024 * 1024)
 
 
-def make_config(out: Path, grid: int, depth: int, size: int):
+def make_config(out: Path, grid: int, depth: int, size: int) -> BuildConfig:
     from hypermosaic.build.config import build_config_from_dict
 
     return build_config_from_dict(
@@ -152,6 +155,7 @@ def main() -> None:
     if args.variant:
         print(json.dumps(variant(args.variant, args.out, args.grid, args.depth, args.size)))
         return
+    print_machine()
 
     from hypermosaic.build import build_mosaic
 

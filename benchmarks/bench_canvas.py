@@ -37,6 +37,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks._machine import print_machine
 from hypermosaic.canvas.config import canvas_config_from_dict
 from hypermosaic.canvas.plan import CanvasPlan, plan_canvas
 from hypermosaic.pipelines.canvas import render_canvas
@@ -143,6 +144,7 @@ def main() -> None:
                         help="decoded canvas side, px (the untiled decode of 1024 px takes many "
                         "minutes on two cores)")
     args = parser.parse_args()
+    print_machine()
     torch.set_num_threads(args.threads)
     latents = args.window // args.vae_factor
     print(f"device cpu, torch threads {args.threads}, guidance 7.5, {args.window} px windows "

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._machine import print_machine
 from hypermosaic.build.engines import TileContext, TileJob
 from hypermosaic.pipelines.img2img import DiffusionEngine
 from hypermosaic.tree import node_seed
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
     args = parser.parse_args()
+    print_machine()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as folder:

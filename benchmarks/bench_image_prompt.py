@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._machine import print_machine
 from benchmarks.bench_build import PeakRSS, tree_rss
 from hypermosaic import registry
 from hypermosaic.build.engines import TileContext, TileJob
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="median of this many runs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
     args = parser.parse_args()
+    print_machine()
     torch.set_num_threads(args.threads)
     largest = max(args.batch_sizes)
 

@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from benchmarks._machine import print_machine
 from benchmarks.live_viewer import Step, StepResult, Watch, storm, zoom, zoom_steps
 from hypermosaic.build import load_build_config
 from hypermosaic.store import Store
@@ -273,6 +274,7 @@ def main() -> None:
     parser.add_argument("--skip", choices=["recolor", "simulated"], action="append", default=[],
                         help="skip a part (the storm runs on the recolor server)")
     args = parser.parse_args()
+    print_machine()
 
     from hypermosaic.build import build_mosaic
 

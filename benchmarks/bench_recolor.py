@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks._machine import print_machine
 from hypermosaic.build.config import BuildConfig, load_build_config
 from hypermosaic.build.engines import TileContext, TileJob
 from hypermosaic.build.recolor import RecolorEngine, highpass, srgb_to_lab
@@ -162,6 +163,7 @@ def main() -> None:
                         help="measure the detail of every n-th sub-image")
     parser.add_argument("--picture", type=Path)
     args = parser.parse_args()
+    print_machine()
     overrides = {"grid": args.grid, "depth": args.depth}
     config = load_build_config(args.config, overrides)
     grids = config.grids

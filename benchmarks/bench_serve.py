@@ -20,6 +20,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from benchmarks._machine import print_machine
 from hypermosaic.publish import make_app, start_server
 
 
@@ -46,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
+    print_machine()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "tile.jpg").write_bytes(bytes(range(256)) * 80)

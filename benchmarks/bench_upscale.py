@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._machine import print_machine
 from hypermosaic.identity import ESRGAN_MODELS
 from hypermosaic.pipelines.esrgan import load_model, ncnn_model_files
 
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, small RSS run")
     parser.add_argument("--part", choices=["tiles", "memory"], help="run only this part")
     args = parser.parse_args()
+    print_machine()
     if args.part != "memory":
         tile_figures(2 if args.quick else 3)
     if args.part != "tiles":

@@ -39,6 +39,7 @@ import dask
 import numpy as np
 from PIL import Image, ImageSequence
 
+from benchmarks._machine import print_machine
 from hypermosaic.build import build_config_from_dict, build_mosaic
 from hypermosaic.video import VideoSettings, render_video
 from hypermosaic.video.camera import zoom_path
@@ -196,6 +197,7 @@ def main() -> None:
     if args.gif:
         if args.build is None:
             parser.error("--gif needs --build (an existing build)")
+        print_machine()
         measure_gif(args.build)
         return
 
@@ -203,6 +205,7 @@ def main() -> None:
         measure = measure_route if args.measure == "route" else measure_baseline
         print(json.dumps(measure(args)))
         return
+    print_machine()
 
     with tempfile.TemporaryDirectory() as folder:
         args.out = Path(folder)

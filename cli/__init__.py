@@ -18,6 +18,7 @@ from hypermosaic.cli.build import build_command
 from hypermosaic.cli.canvas import canvas_command
 from hypermosaic.cli.explore import explore_command
 from hypermosaic.cli.frame import frame_command
+from hypermosaic.cli.paint import paint_command
 from hypermosaic.cli.serve import serve_command
 from hypermosaic.cli.upscale import upscale_command
 from hypermosaic.cli.video import video_command
@@ -74,6 +75,7 @@ cli.add_command(video_command)
 cli.add_command(canvas_command)
 cli.add_command(upscale_command)
 cli.add_command(frame_command)
+cli.add_command(paint_command)
 
 
 def main() -> None:

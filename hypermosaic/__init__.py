@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hypermosaic.canvas import paint_canvases
     from hypermosaic.explore import explore_build
     from hypermosaic.frame import frame_print
+    from hypermosaic.paint import paint
     from hypermosaic.progress import Progress
     from hypermosaic.publish import publish_build, serve_build
     from hypermosaic.upscale import upscale_images
@@ -36,6 +37,7 @@ __all__ = [
     "build_mosaic",
     "explore_build",
     "frame_print",
+    "paint",
     "paint_canvases",
     "publish_build",
     "render_video",
@@ -48,6 +50,7 @@ _ENTRY_POINTS = {
     "build_mosaic": "hypermosaic.build",
     "explore_build": "hypermosaic.explore",
     "frame_print": "hypermosaic.frame",
+    "paint": "hypermosaic.paint",
     "paint_canvases": "hypermosaic.canvas",
     "publish_build": "hypermosaic.publish",
     "render_video": "hypermosaic.video",

@@ -3,7 +3,9 @@
 By default a local cluster sized for the machine: one worker per CUDA GPU, pinned to it through
 ``CUDA_VISIBLE_DEVICES``, or, on CPU, single-threaded worker processes (one per core for numpy
 work, one for torch work, whose intra-op threads then use the cores). With a scheduler address,
-attach to an existing cluster started elsewhere (``dask scheduler`` / ``dask worker``).
+attach to an existing cluster started elsewhere (``dask scheduler`` / ``dask worker``), whose
+workers must run this hypermosaic (checked when connecting); losing its scheduler stops the job
+with one line.
 
 A job registers one `WorkerState` plugin: its `ModelCache` loads each model the job's tasks ask
 for once per worker (through `hypermosaic.registry`) and frees them on teardown, and its
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,15 +36,18 @@ from distributed import (
 )
 from distributed.comm import parse_address
 from distributed.comm.addressing import parse_host_port
+from distributed.utils import silence_logging_cmgr
 
 from hypermosaic import registry
-from hypermosaic.errors import InputError
+from hypermosaic.errors import BuildError, HypermosaicError, InputError
 
 __all__ = [
     "ModelCache",
     "WorkerState",
     "check_scheduler_address",
+    "check_workers",
     "cpu_count",
+    "lost_scheduler",
     "open_client",
     "release_states",
     "worker_state",
@@ -119,12 +125,42 @@ class WorkerState(WorkerPlugin):
 
 def release_states(client: Client, *names: str) -> None:
     """Unregister the worker states ``names`` (their teardown frees the models); a state the
-    workers no longer have (a cluster being closed) is skipped."""
+    workers no longer have (a cluster being closed), or a lost scheduler, is skipped."""
+    if lost_scheduler(client):
+        return
     for name in names:
         try:
             client.unregister_worker_plugin(name)
         except ValueError:  # "The worker plugin ... does not exist"
             continue
+
+
+def lost_scheduler(client: Client) -> bool:
+    """Whether ``client`` lost its scheduler (killed, or its machine gone): Dask cancels every
+    future then, and nothing more can run or be cancelled."""
+    return client.status not in ("running", "newly-created")
+
+
+def check_workers(client: Client, address: str) -> None:
+    """`InputError` naming every worker at ``address`` that cannot import hypermosaic or runs
+    another version than this process: its tasks would fail on every try, or make other
+    pixels. Checked once, when the client connects."""
+    problems, ours = [], _version()
+    for worker, version in sorted(client.run(_version, on_error="return").items()):
+        if isinstance(version, BaseException):
+            problems.append(f"worker {worker} cannot import hypermosaic ({version})")
+        elif version != ours:
+            problems.append(f"worker {worker} runs hypermosaic {version}, this machine {ours}")
+    if problems:
+        raise InputError(f"--scheduler-address {address}: {'; '.join(problems)}; install "
+                         "this hypermosaic on every worker")
+
+
+def _version() -> str:
+    """The version of the hypermosaic this module belongs to. Sent to workers by reference, so
+    one without hypermosaic fails to load it; not imported by name, since the package's
+    ``__init__`` names every command, above this layer."""
+    return str(sys.modules["hypermosaic"].__version__)
 
 
 def worker_state(name: str) -> WorkerState:
@@ -156,20 +192,14 @@ def open_client(
 
     ``gpu=True`` asks for one worker per CUDA GPU (falling back to a single CPU worker when
     there is none); ``workers`` overrides the count. Raises `InputError` if the scheduler cannot
-    be reached.
+    be reached or a worker cannot run this hypermosaic (`check_workers`), and `BuildError`
+    for any error once the scheduler is lost, since Dask's own (a cancelled future, a closed
+    connection) would say nothing a user can act on.
     """
     if scheduler_address:
         check_scheduler_address(scheduler_address)
-        try:
-            client = Client(scheduler_address, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(
-                f"--scheduler-address {scheduler_address}: cannot connect ({exc})"
-            ) from None
-        try:
+        with silence_logging_cmgr(logging.CRITICAL), _attached(scheduler_address) as client:
             yield client
-        finally:
-            client.close()
         return
     gpus = registry.cuda_device_count() if gpu else 0
     with _sigint_ignored():  # inherited: Ctrl-C reaches this process only, not the workers
@@ -179,6 +209,26 @@ def open_client(
             yield client
     finally:
         cluster.close()
+
+
+@contextmanager
+def _attached(address: str) -> Iterator[Client]:
+    """A client of the scheduler at ``address`` whose workers can run this hypermosaic; once
+    the scheduler is lost, any error becomes one `BuildError` line."""
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"--scheduler-address {address}: cannot connect ({exc})") from None
+    try:
+        check_workers(client, address)
+        yield client
+    except Exception as exc:
+        if isinstance(exc, HypermosaicError) or not lost_scheduler(client):
+            raise
+        raise BuildError(f"--scheduler-address {address}: lost the scheduler; what finished "
+                         "is kept, run the same command again to resume") from None
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -24,6 +24,7 @@ __all__ = [
     "ESRGAN_MODELS",
     "EsrganModel",
     "SCHEDULER_NAMES",
+    "SIGMA_SCHEDULES",
     "SchedulerName",
     "WEIGHT_SUFFIXES",
     "check_device",
@@ -43,10 +44,23 @@ DTYPES: tuple[str, ...] = get_args(Dtype)
 """Compute dtypes a config or option may name; ``auto`` is resolved on the device that runs."""
 
 SchedulerName = Literal[
-    "default", "ddim", "euler", "euler_ancestral", "dpm++2m", "lms", "pndm", "lcm"
+    "default", "ddim", "euler", "euler_ancestral", "dpm++2m", "lms", "pndm", "lcm",
+    "dpm++2m_sde", "heun", "dpm2", "dpm2_ancestral",
+    "euler_karras", "euler_exponential", "euler_beta",
+    "dpm++2m_karras", "dpm++2m_exponential", "dpm++2m_beta",
+    "dpm++2m_sde_karras", "dpm++2m_sde_exponential", "dpm++2m_sde_beta",
+    "lms_karras", "lms_exponential", "lms_beta",
+    "heun_karras", "heun_exponential", "heun_beta",
+    "dpm2_karras", "dpm2_exponential", "dpm2_beta",
+    "dpm2_ancestral_karras", "dpm2_ancestral_exponential", "dpm2_ancestral_beta",
 ]
 SCHEDULER_NAMES: tuple[str, ...] = get_args(SchedulerName)
-"""Diffusion schedulers by name (`hypermosaic.pipelines.models.SCHEDULERS` maps them)."""
+"""Diffusion schedulers by name (`hypermosaic.pipelines.models.SCHEDULERS` maps them): a
+sampler, as A1111 users know it (``dpm++2m``, ``euler_ancestral`` for "Euler a"), with
+``_karras``, ``_exponential`` or ``_beta`` for its noise levels spaced that way instead of
+the model's own."""
+SIGMA_SCHEDULES = ("karras", "exponential", "beta")
+"""The sigma spacings a `SchedulerName` can end with (diffusers' ``use_<name>_sigmas``)."""
 
 DEVICE_HINT = "use auto, cpu, cuda, cuda:N or mps"
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")

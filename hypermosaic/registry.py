@@ -10,7 +10,7 @@ component there raises `InputError` naming what is missing.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,10 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from hypermosaic.errors import InputError
+from hypermosaic.lora import LoraSetting
 
 __all__ = [
     "COMPONENTS",
     "Upscaler",
+    "apply_loras",
+    "check_loras",
+    "check_controlnet",
+    "load_controlnet",
     "check_ip_adapter",
     "check_vision_model",
     "component",
@@ -34,9 +39,12 @@ __all__ = [
     "load_canvas_pipeline",
     "load_upscaler",
     "locate_model",
+    "refine_band",
+    "refine_geometry",
     "native_size",
     "render_canvas",
     "set_torch_threads",
+    "stream_batch",
     "torch_threads",
     "upscale_array",
     "upscale_bands",
@@ -48,10 +56,17 @@ COMPONENTS: dict[str, str] = {
     "inpaint.job": "hypermosaic.pipelines.inpaint:InpaintJob",
     "model.locate": "hypermosaic.pipelines.models:locate_model",
     "model.native_size": "hypermosaic.pipelines.models:native_size",
+    "lora.check": "hypermosaic.pipelines.lora:check_loras",
+    "lora.apply": "hypermosaic.pipelines.lora:apply_loras",
+    "controlnet.check": "hypermosaic.pipelines.controlnet:check_controlnet",
+    "controlnet.load": "hypermosaic.pipelines.controlnet:load_controlnet",
     "image_prompt.check": "hypermosaic.pipelines.image_prompt.checks:check_vision_model",
     "image_prompt.ip_adapter": "hypermosaic.pipelines.image_prompt.ip_adapter:check_ip_adapter",
     "canvas.pipeline": "hypermosaic.pipelines.models:load_canvas_pipeline",
     "canvas.render": "hypermosaic.pipelines.canvas:render_canvas",
+    "stream.batch": "hypermosaic.pipelines.stream:StreamBatch",
+    "refine.band": "hypermosaic.pipelines.refine:refine_band",
+    "refine.geometry": "hypermosaic.pipelines.refine:geometry",
     "upscaler.load": "hypermosaic.pipelines.esrgan:load_upscaler",
     "upscaler.describe": "hypermosaic.pipelines.esrgan:describe_upscaler",
     "upscaler.bands": "hypermosaic.pipelines.esrgan:upscale_bands",
@@ -110,6 +125,28 @@ def native_size(source: Any) -> int | None:
     return result
 
 
+def check_loras(source: Any, loras: Sequence[LoraSetting], key: str) -> None:
+    """`InputError` naming ``key.N.path`` unless each LoRA fits the located model ``source``
+    (checked on weightless copies of its UNet and text encoders)."""
+    component("lora.check")(source, loras, key)
+
+
+def apply_loras(pipe: Any, loras: Sequence[LoraSetting], key: str) -> None:
+    """Load ``loras`` into a loaded pipeline, once (a canvas worker's); errors name ``key``."""
+    component("lora.apply")(pipe, loras, key)
+
+
+def check_controlnet(source: Any, model: str, key: str) -> None:
+    """`InputError` naming ``key`` unless ControlNet ``model`` is found and fits the located
+    model ``source`` (from configs alone)."""
+    component("controlnet.check")(source, model, key)
+
+
+def load_controlnet(model: str, device: Any, dtype: Any, key: str) -> Any:
+    """ControlNet ``model`` on a torch ``device`` in a torch ``dtype`` (a canvas worker's)."""
+    return component("controlnet.load")(model, device, dtype, key)
+
+
 def check_vision_model(source: Any, vision_model: str, vision_config: str | None,
                        space: str) -> str:
     """The space image prompts work in with a located model's text encoder (``auto``
@@ -135,10 +172,35 @@ def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:
     return component("canvas.pipeline")(model, device, dtype)
 
 
-def render_canvas(pipe: Any, plan: Any, callback: Callable[[int, int], None] | None) -> np.ndarray:
-    """Mixture-of-diffusers denoising of a `hypermosaic.canvas.plan.CanvasPlan` with ``pipe``."""
-    image: np.ndarray = component("canvas.render")(pipe, plan, callback)
+def render_canvas(pipe: Any, plan: Any, callback: Callable[[int, int], None] | None,
+                  controlnet: Any = None) -> np.ndarray:
+    """Mixture-of-diffusers denoising of a `hypermosaic.canvas.plan.CanvasPlan` with ``pipe``
+    (and the ControlNet its plan names, loaded: ``controlnet``)."""
+    image: np.ndarray = component("canvas.render")(pipe, plan, callback, controlnet)
     return image
+
+
+def stream_batch(pipe: Any) -> Any:
+    """A multi-prompt stream batch on a loaded canvas pipeline (`StreamBatch`: ``advance(plan,
+    index, seed)`` lets a frame in and returns the one that finished, or None)."""
+    return component("stream.batch")(pipe)
+
+
+def refine_band(pipe: Any, pixels: np.ndarray, band: Any, plan: Any, refine: Any,
+                previous: np.ndarray | None, callback: Callable[[int], None] | None = None,
+                controlnet: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """One band of an upscale's detail pass (`hypermosaic.upscale.strips.Band`) refined with
+    ``pipe`` (and ``refine.controlnet``'s model, loaded: ``controlnet``): its final latents
+    ``(C, h, w)`` and pixels ``(h * f, w * f, 3)`` uint8."""
+    result = component("refine.band")(pipe, pixels, band, plan, refine, previous,
+                                      callback=callback, controlnet=controlnet)
+    return result.latents, result.pixels
+
+
+def refine_geometry(pipe: Any) -> tuple[int, int]:
+    """``(VAE factor, native side in pixels)`` of a loaded diffusion pipeline."""
+    f, native = component("refine.geometry")(pipe)
+    return int(f), int(native)
 
 
 def load_upscaler(name: str, *, device: str = "auto", dtype: str = "auto",
@@ -169,9 +231,9 @@ def upscale_bands(read_rows: Callable[[int, int], np.ndarray], height: int, widt
     return bands
 
 
-def upscale_array(upscaler: Upscaler, image: np.ndarray) -> np.ndarray:
-    """A whole RGB uint8 array upscaled, tiled and seamless."""
-    result: np.ndarray = component("upscaler.array")(upscaler, image)
+def upscale_array(upscaler: Upscaler, image: np.ndarray, wrap: str = "none") -> np.ndarray:
+    """A whole RGB uint8 array upscaled, tiled and seamless (round the edges ``wrap`` joins)."""
+    result: np.ndarray = component("upscaler.array")(upscaler, image, wrap=wrap)
     return result
 
 

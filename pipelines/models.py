@@ -15,15 +15,16 @@ API:
   ``key`` is the config key its errors name (``model`` for `hypermosaic canvas`).
 - `native_size(source) -> int | None`: the model's native image side in pixels, from its
   configs (no weights).
-- `load_pipeline(model, *, device, dtype, scheduler="default", config=None)`: a text-to-image
-  pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `LatentConsistencyModelPipeline`
-  ..., whichever the model is), on ``device`` in ``dtype``, progress bars off. ``model`` is a local
-  diffusers directory, a single ``.safetensors`` checkpoint, or a Hugging Face id already in the
-  local cache. Never touches the network (``local_files_only=True``).
+- `load_pipeline(model, *, device, dtype, scheduler="default", config=None, lora=())`: a
+  text-to-image pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`,
+  `LatentConsistencyModelPipeline` ..., whichever the model is), on ``device`` in ``dtype``,
+  with its LoRAs, progress bars off. ``model`` is a local diffusers directory, a single
+  ``.safetensors`` checkpoint, or a Hugging Face id already in the local cache. Never touches
+  the network (``local_files_only=True``).
 - `load_canvas_pipeline(model, device, dtype)`: `load_pipeline` as a canvas worker does it
   (libraries quietened, ``auto`` resolved), for `hypermosaic.registry`.
-- `make_scheduler(name, config)`: a scheduler by name (`SCHEDULERS`) from a scheduler or its
-  config.
+- `make_scheduler(name, config)`: a scheduler by name (`SCHEDULERS`: a sampler, optionally
+  with Karras, exponential or beta sigmas) from a scheduler or its config.
 - `img2img_pipeline(pipe)`: the image-to-image pipeline over the same components, no reloading.
 
 Everything the user can fix (a missing model, a single file without a config) raises
@@ -33,12 +34,14 @@ Everything the user can fix (a missing model, a single file without a config) ra
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypermosaic.errors import InputError
-from hypermosaic.identity import DEVICE_HINT, check_dtype
+from hypermosaic.identity import DEVICE_HINT, SIGMA_SCHEDULES, check_dtype
+from hypermosaic.lora import LoraSetting
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +60,9 @@ __all__ = [
     "resolve_device_dtype",
 ]
 
-# scheduler name (`hypermosaic.identity.SCHEDULER_NAMES`) -> (diffusers class name, overrides)
-SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
+# sampler name -> (diffusers class name, overrides); those in SIGMA_SAMPLERS also come with
+# each of `hypermosaic.identity.SIGMA_SCHEDULES` (``dpm++2m_karras``: use_karras_sigmas)
+SAMPLERS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "default": (None, {}),
     "ddim": ("DDIMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -70,7 +74,28 @@ SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "lms": ("LMSDiscreteScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    "dpm++2m_sde": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+    ),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm2": ("KDPM2DiscreteScheduler", {}),
+    "dpm2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
 }
+SIGMA_SAMPLERS = ("euler", "dpm++2m", "dpm++2m_sde", "lms", "heun", "dpm2", "dpm2_ancestral")
+SCHEDULERS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    **SAMPLERS,
+    **{
+        f"{sampler}_{spacing}": (
+            SAMPLERS[sampler][0],
+            {**SAMPLERS[sampler][1],
+             **{f"use_{each}_sigmas": each == spacing for each in SIGMA_SCHEDULES}},
+        )
+        for sampler in SIGMA_SAMPLERS
+        for spacing in SIGMA_SCHEDULES
+    },
+}
+"""Scheduler name (`hypermosaic.identity.SCHEDULER_NAMES`) -> (diffusers class, overrides)."""
 
 DOWNLOAD_HINT = (
     "download it on a connected machine with `hf download {id}` (`huggingface-cli download {id}` "
@@ -164,8 +189,10 @@ def load_pipeline(
     dtype: torch.dtype,
     scheduler: str = "default",
     config: str | None = None,
+    lora: Sequence[LoraSetting] = (),
 ) -> Any:
-    """The text-to-image pipeline of ``model``, on ``device`` in ``dtype``, offline.
+    """The text-to-image pipeline of ``model``, on ``device`` in ``dtype``, offline, with the
+    LoRAs ``lora`` loaded (`hypermosaic.pipelines.lora.apply_loras`).
 
     ``model``: a diffusers directory (with ``model_index.json``), a single ``.safetensors``
     checkpoint (its component configs come from ``config``: a local diffusers directory or a
@@ -181,6 +208,10 @@ def load_pipeline(
         pipe = _from_single_file(source, dtype)
     if scheduler != "default":
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
+    if lora:
+        from hypermosaic.pipelines.lora import apply_loras
+
+        apply_loras(pipe, lora)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -14,6 +14,10 @@ Its images are noise-like, but every code path (loading, schedulers, batching, s
   `load_pipeline` accepts.
 - `save_tiny_single_file(path)`: write it as one original-layout (LDM) ``.safetensors``
   checkpoint, loadable with ``config=`` a directory from `save_tiny_pipeline`.
+- `save_tiny_lora(path)`: a random LoRA for the ``sd`` model's UNet and text encoder, as the
+  one ``.safetensors`` file diffusers' ``save_lora_weights`` writes.
+- `tiny_controlnet(kind="sd")`, `save_tiny_controlnet(path)`: a random ControlNet that fits
+  the tiny ``sd`` (or ``sdxl``) UNet.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ import torch
 
 __all__ = [
     "TINY_SEED",
+    "save_tiny_controlnet",
+    "save_tiny_lora",
     "save_tiny_pipeline",
     "save_tiny_single_file",
+    "tiny_controlnet",
     "tiny_pipeline",
     "tiny_tokenizer",
 ]
@@ -204,6 +211,38 @@ def save_tiny_single_file(path: Path | str) -> Path:
     return path
 
 
+def save_tiny_lora(path: Path | str, *, seed: int = 1, cross_attention_dim: int = TEXT_HIDDEN
+                   ) -> Path:
+    """Write a random rank-4 LoRA over the attention projections of the tiny ``sd`` UNet and
+    text encoder (peft's, weights from ``seed``, large enough to show); returns its path. Another
+    ``cross_attention_dim`` makes it a LoRA for a UNet of another shape (another base model)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    components = _tiny_components("sd")
+    unet = UNet2DConditionModel.from_config(components["unet"].config,
+                                            cross_attention_dim=cross_attention_dim)
+    layers = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, model, targets in (("unet", unet, ["to_q", "to_k", "to_v", "to_out.0"]),
+                                     ("text_encoder", components["text_encoder"],
+                                      ["q_proj", "k_proj", "v_proj", "out_proj"])):
+            model = inject_adapter_in_model(
+                LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                           target_modules=targets), model)
+            for key, parameter in model.named_parameters():
+                if "lora_B" in key:
+                    torch.nn.init.normal_(parameter, std=0.5)
+            state = get_peft_model_state_dict(model)
+            layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(state)
+    path = Path(path)
+    StableDiffusionPipeline.save_lora_weights(path.parent, weight_name=path.name,
+                                              safe_serialization=True, **layers)
+    return path
+
+
 def _rename(state: dict[str, torch.Tensor], prefix: str, pairs: list[tuple[str, str]]) -> dict:
     """Map diffusers keys to LDM keys: ``pairs`` of (diffusers prefix, LDM prefix)."""
     out = {}
@@ -374,4 +413,33 @@ def save_tiny_inpaint_pipeline(path: Path | str) -> Path:
     """Write `tiny_inpaint_pipeline` as a diffusers directory; returns the path."""
     path = Path(path)
     tiny_inpaint_pipeline().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def tiny_controlnet(kind: str = "sd", *, seed: int = 2, cross_attention_dim: int | None = None
+                    ) -> Any:
+    """A ControlNet for the tiny ``sd`` or ``sdxl`` UNet (``ControlNetModel.from_unet``, its
+    conditioning embedding halving once, as the tiny VAE does), float32, CPU. Its zero
+    convolutions (the residuals' and the control image embedding's last), zero when trained
+    from scratch, get random weights from ``seed`` so that
+    its residuals show. Another ``cross_attention_dim`` makes one for another base model."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = _tiny_components(kind)["unet"]
+    if cross_attention_dim is not None:
+        unet = UNet2DConditionModel.from_config(unet.config,
+                                                cross_attention_dim=cross_attention_dim)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                      controlnet.controlnet_cond_embedding.conv_out]:
+            torch.nn.init.normal_(block.weight, std=0.2)
+    return controlnet.eval()
+
+
+def save_tiny_controlnet(path: Path | str, kind: str = "sd", **options: Any) -> Path:
+    """Write `tiny_controlnet` as a diffusers folder (safetensors); returns the path."""
+    path = Path(path)
+    tiny_controlnet(kind, **options).save_pretrained(path, safe_serialization=True)
     return path

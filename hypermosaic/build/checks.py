@@ -1,7 +1,7 @@
 """Everything a build checks before it writes anything, and what its workers are given.
 
 `check_inputs` reads the primary image, the recolor source folder, the image prompts' style
-images, the model's location, the image prompts' vision models (against the model's text
+images, the model's location and LoRAs, the image prompts' vision models (against the model's text
 encoder) and the init upscalers' weights, so that bad input stops a build with one line before
 any node is written; `engine_spec` and `worker_threads` say what every worker loads (style
 images included: workers never read them from disk) and with how many threads.
@@ -14,11 +14,13 @@ import numpy as np
 from hypermosaic import registry
 from hypermosaic.build.config import BuildConfig
 from hypermosaic.build.tasks import EngineSpec
+from hypermosaic.controlnet import controlnet_setting
 from hypermosaic.errors import InputError
 from hypermosaic.executor import cpu_count
 from hypermosaic.identity import BICUBIC
 from hypermosaic.image_prompts import IP_ADAPTER, TILE, ImagePromptConfig
 from hypermosaic.images import encode, load_image, resize, square_crop
+from hypermosaic.lora import lora_settings
 
 __all__ = [
     "check_image_prompts",
@@ -32,8 +34,8 @@ __all__ = [
 
 
 def check_inputs(config: BuildConfig) -> np.ndarray | None:
-    """`InputError` for a bad primary image, recolor source folder, style image, model, vision
-    model or init upscaler; returns the primary image at ``size`` (None when it is generated
+    """`InputError` for a bad primary image, recolor source folder, style image, model, LoRA,
+    vision model or init upscaler; returns the primary image at ``size`` (None when it is generated
     from a prompt)."""
     primary = None
     if config.primary.image is not None:
@@ -48,6 +50,10 @@ def check_inputs(config: BuildConfig) -> np.ndarray | None:
         assert config.diffusion.model is not None  # the schema requires it
         source = registry.locate_model(config.diffusion.model, config.diffusion.config,
                                        key="diffusion.model")
+        registry.check_loras(source, lora_settings(config.diffusion.lora), "diffusion.lora")
+        if config.diffusion.controlnet is not None:
+            registry.check_controlnet(source, config.diffusion.controlnet.model,
+                                      "diffusion.controlnet.model")
         check_image_prompts(config, source)
     check_init_upscalers(config)
     return primary
@@ -133,6 +139,9 @@ def engine_spec(config: BuildConfig) -> EngineSpec:
     lossless PNG); init upscalers on ``diffusion``'s device and dtype (the dtype is in the
     fingerprints)."""
     settings = (config.recolor if config.engine == "recolor" else config.diffusion).model_dump()
+    if config.engine == "diffusion":  # hashable: the engine spec keys the worker's cache
+        settings["lora"] = lora_settings(config.diffusion.lora)
+        settings["controlnet"] = controlnet_setting(config.diffusion.controlnet)
     styles = style_images(config) if config.engine == "diffusion" else {}
     if styles:  # the pixels travel once per worker, in its state
         settings["style_images"] = tuple((path, encode(image)) for path, image in styles.items())

@@ -22,13 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from hypermosaic.build.diffusion import DiffusionConfig, resolve_diffusion_paths
 from hypermosaic.errors import InputError
 from hypermosaic.identity import (
     BICUBIC,
     WEIGHT_SUFFIXES,
-    Dtype,
-    SchedulerName,
-    check_device,
     check_upscaler,
 )
 from hypermosaic.image_prompts import TILE, ImagePromptConfig, merge_image_prompts
@@ -148,22 +146,6 @@ class RecolorConfig(Strict):
         return data
 
 
-class DiffusionConfig(Strict):
-    """The Stable Diffusion engine."""
-
-    model: str | None = None
-    config: str | None = None
-    scheduler: SchedulerName = "default"
-    dtype: Dtype = "auto"
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
-    device: str = "auto"
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
-
-
 class FocusConfig(Strict):
     """Expand only along a path of tiles (plus ``neighbours`` tiles around each step).
 
@@ -218,9 +200,7 @@ class BuildConfig(Strict):
         size = self.size
         for level, grid in enumerate(grids):
             if size % grid:
-                raise ValueError(
-                    f"grid: {grid} does not divide size {size} (level {level})"
-                )
+                raise ValueError(f"grid: {grid} does not divide size {size} (level {level})")
             if size // grid < 1:
                 raise ValueError(f"grid: {grid} leaves no pixels per tile of size {size}")
         if self.engine == "recolor" and self.primary.image is None:
@@ -314,7 +294,6 @@ class BuildConfig(Strict):
         return LevelSettings(**merged)
 
 
-
 def load_build_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
     """Read a TOML build config, apply command-line overrides, validate.
 
@@ -374,6 +353,7 @@ def build_config_from_dict(
                 local = base / table[key]
                 if local.exists():
                     table[key] = str(local)
+    resolve_diffusion_paths(raw.get("diffusion"), base)
     for table in prompts:  # "tile", or an image file
         image = table.get("image") if isinstance(table, dict) else None
         if isinstance(table, dict) and isinstance(image, str) and image != TILE:

@@ -5,7 +5,8 @@ Depth ``d``'s entry covers the global settings and the settings of depths 1..d, 
 a level invalidates that level and every deeper one, while a deeper build of an unchanged config
 resumes (depth and focus only decide *which* nodes exist). Files count by content: the primary
 image by a SHA-256 of its bytes, a single-file model by its size and a hash of its first and
-last MiB (`hypermosaic.identity`). Reading them is the only I/O here.
+last MiB (`hypermosaic.identity`), and so does each LoRA file, with its scale. Reading them is
+the only I/O here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hypermosaic.build.config import BuildConfig
+from hypermosaic.controlnet import controlnet_identity
 from hypermosaic.identity import BICUBIC, ESRGAN_MODELS, file_digest, model_file_digest
 from hypermosaic.image_prompts import IP_ADAPTER, IP_ADAPTER_KEYS, TILE, ImagePromptConfig
+from hypermosaic.lora import lora_identity
 
 __all__ = ["fingerprints"]
 
@@ -31,7 +34,7 @@ def fingerprints(config: BuildConfig, depth: int | None = None) -> dict[str, str
     single-file model. Raises `InputError` naming ``primary.image`` (or the model's key) if a
     file cannot be read.
     """
-    common = {
+    common: dict[str, Any] = {
         "seed": config.seed,
         "size": config.size,
         "engine": config.engine,
@@ -43,11 +46,17 @@ def fingerprints(config: BuildConfig, depth: int | None = None) -> dict[str, str
         "engine_settings": (
             config.recolor.model_dump(mode="json")
             if config.engine == "recolor"
-            else config.diffusion.model_dump(mode="json", exclude={"device"})
+            else config.diffusion.model_dump(mode="json", exclude={"device", "lora",
+                                                                     "controlnet"})
         ),
         "model_file": (model_file_digest(config.diffusion.model, "diffusion.model")
                        if config.engine == "diffusion" else None),
     }
+    if config.engine == "diffusion" and config.diffusion.lora:  # absent: older prints hold
+        common["lora"] = lora_identity(config.diffusion.lora, "diffusion.lora")
+    if config.engine == "diffusion" and config.diffusion.controlnet is not None:
+        common["controlnet"] = controlnet_identity(config.diffusion.controlnet,
+                                                   "diffusion.controlnet")
     prints = {"0": _digest(common)}
     chain = [common]
     for level in range(1, (config.depth if depth is None else depth) + 1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyvips
@@ -25,8 +26,8 @@ from hypermosaic.build.runner import BuildResult, TreeRunner
 from hypermosaic.build.tasks import Encoding, build_state, state_names
 from hypermosaic.errors import Interrupted
 from hypermosaic.executor import check_scheduler_address, open_client, release_states
-from hypermosaic.progress import ProgressCallback
-from hypermosaic.publish import publish_build
+from hypermosaic.progress import ProgressCallback, report
+from hypermosaic.publish import publication_source, publish_build
 from hypermosaic.store import Store, disk_full, folder_lock
 from hypermosaic.tree import address_key
 
@@ -101,12 +102,21 @@ def _build(config: BuildConfig, primary_image: np.ndarray | None, needed: Estima
     store.remove_temporaries()
 
     # 2. Record what is being built, so a killed run is recognised and resumed; the manifest
-    # says nothing is published until publishing ends.
+    # says nothing is published until publishing ends. A finished build published from these
+    # very nodes and settings is left untouched: a re-run does no work and writes nothing.
     # Nodes made live below this depth keep their fingerprints (`hypermosaic.build.grow`).
     result = BuildResult(out=store.root, total=plan.count(), estimate=str(needed))
-    recorded = (store.load_manifest() or {}).get("fingerprints", {})
+    stored = store.load_manifest() or {}
+    recorded = stored.get("fingerprints", {})
     deeper = {depth: value for depth, value in recorded.items() if int(depth) > plan.depth}
     manifest = new_manifest(config, {**fingerprints, **deeper})
+    outputs = _still_published(config, store, stored, manifest)
+    if outputs is not None:
+        result.reused, result.outputs = result.total, outputs
+        report(progress, "nodes", result.total, result.total, skipped=result.total,
+               note=result.estimate)
+        result.seconds = time.perf_counter() - started
+        return result
     store.save_manifest(manifest)
 
     # 3. Run the tree on the pool.
@@ -141,8 +151,27 @@ def _build(config: BuildConfig, primary_image: np.ndarray | None, needed: Estima
             result.outputs = publish_build(store, plan, config.publish, active, config.quality,
                                            progress)
             manifest.update(published=True, outputs={
-                k: str(v.relative_to(store.root)) for k, v in result.outputs.items()})
+                k: str(v.relative_to(store.root)) for k, v in result.outputs.items()},
+                published_from=publication_source(store, plan, config.publish,
+                                                  config.quality))
             store.save_manifest(manifest)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _still_published(config: BuildConfig, store: Store, stored: dict[str, Any],
+                     manifest: dict[str, Any]) -> dict[str, Path] | None:
+    """The outputs of a stored build that a re-run of ``config`` would leave as they are, or
+    None: the stored ``manifest`` records the same build (``manifest``'s keys), complete and
+    published, its outputs are there, and the nodes and publish settings are those it was
+    published from (`publication_source`). Then no node is missing and no output is stale."""
+    progress = ("complete", "failed", "published", "outputs")
+    if not stored.get("complete") or not stored.get("published") or any(
+            stored.get(key) != value for key, value in manifest.items() if key not in progress):
+        return None
+    outputs = {name: store.root / path for name, path in stored.get("outputs", {}).items()}
+    if not all(path.exists() for path in outputs.values()):
+        return None
+    source = publication_source(store, config.plan(), config.publish, config.quality)
+    return outputs if stored.get("published_from") == source else None
 

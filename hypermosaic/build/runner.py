@@ -4,11 +4,14 @@ Children are submitted as soon as their parent's image exists (no barrier betwee
 recent parents first so the frontier stays small, with a bound on batches in flight. Workers
 return encoded images; this process alone writes them, atomically, so a killed build loses at
 most the tiles in flight. A failed batch is retried whole (`hypermosaic.build.plan`: batch-mates
-decide diffusion pixels), recolor batches tile by tile.
+decide diffusion pixels), recolor batches tile by tile. A lost worker costs only its batches in
+flight (Dask runs them elsewhere); a lost scheduler stops the build at once.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from hypermosaic.build.grow import ensure_root, submit_batch
 from hypermosaic.build.plan import batch_size, sibling_batches
 from hypermosaic.build.tasks import Encoding
 from hypermosaic.errors import InputError
+from hypermosaic.executor import lost_scheduler
 from hypermosaic.progress import ProgressCallback, report
 from hypermosaic.store import Store
 from hypermosaic.tree import ROOT, Address, Plan, address_key
@@ -80,10 +84,17 @@ class TreeRunner:
         self.queue: deque[_Batch] = deque()
         self.in_flight: dict[Future, _Batch] = {}
         self.prefix = prefix
+        self._workers, self._counted = 0, -math.inf
 
     @property
     def max_in_flight(self) -> int:
-        return 2 * max(1, len(self.client.nthreads())) + 1
+        """Twice the workers plus one. The count is asked of the scheduler at most once a
+        second (a round trip per loop would slow the loop that feeds the pool), and not once
+        the scheduler is lost (the call would wait for it)."""
+        now = time.monotonic()
+        if now - self._counted >= 1.0 and not lost_scheduler(self.client):
+            self._workers, self._counted = len(self.client.nthreads()), now
+        return 2 * max(1, self._workers) + 1
 
     def primary(self, image: Any) -> None:
         """Store (or reuse) the root image and hand it to every worker."""
@@ -135,6 +146,8 @@ class TreeRunner:
         try:
             images = future.result()
         except Exception as exc:  # any task error is reported per tile
+            if lost_scheduler(self.client):  # every future was cancelled: `open_client` says so
+                raise
             self._retry_or_fail(batch, exc)
             return
         finally:
@@ -175,6 +188,6 @@ class TreeRunner:
 
     def cancel(self) -> None:
         """Drop the work in flight (Ctrl-C or an error); stored nodes stay."""
-        if self.in_flight:
+        if self.in_flight and not lost_scheduler(self.client):
             self.client.cancel(list(self.in_flight))
             self.in_flight.clear()

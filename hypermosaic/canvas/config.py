@@ -50,9 +50,12 @@ from hypermosaic.canvas.regions import (
     is_mod,
     multiple_of_8,
 )
+from hypermosaic.canvas.wrap import Wrap, check_wrap
+from hypermosaic.controlnet import ControlNetSpec, resolve_controlnet_paths
 from hypermosaic.errors import InputError
 from hypermosaic.identity import Dtype, SchedulerName, check_device, check_upscaler
 from hypermosaic.image_prompts import TILE
+from hypermosaic.lora import LoraSpec, resolve_lora_paths
 from hypermosaic.settings import Strict, set_dotted, validation_message
 
 __all__ = [
@@ -216,6 +219,8 @@ class CanvasConfig(Strict):
     model: str | None = None
     device: str = "auto"
     dtype: Dtype = "auto"
+    lora: list[LoraSpec] = []
+    controlnet: ControlNetSpec | None = None
     width: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
     height: Annotated[int, Field(ge=PIXEL_MULTIPLE)] | None = None
     guidance: Guidance = 7.5
@@ -234,6 +239,7 @@ class CanvasConfig(Strict):
     deepzoom: bool = False
     upscale: Literal[1, 4] = 1
     upscale_model: str = "x4plus"
+    wrap: Wrap = "none"
     _source: str = PrivateAttr(default="")
 
     @property
@@ -273,17 +279,11 @@ class CanvasConfig(Strict):
             raise ValueError("width and height: required without a [grid]")
         height, width = self.size
         for index, region in enumerate(self.regions):
-            if isinstance(region, BoxRegion):
-                if region.bottom > height:
-                    raise ValueError(
-                        f"regions.{index}.bottom: {region.bottom} is outside the canvas "
-                        f"(height {height})"
-                    )
-                if region.right > width:
-                    raise ValueError(
-                        f"regions.{index}.right: {region.right} is outside the canvas "
-                        f"(width {width})"
-                    )
+            for edge, side, name in (("bottom", height, "height"), ("right", width, "width")):
+                value = getattr(region, edge) if isinstance(region, BoxRegion) else 0
+                if value > side:
+                    raise ValueError(f"regions.{index}.{edge}: {value} is outside the canvas "
+                                     f"({name} {side})")
         if self.bootstrap_steps > self.steps:
             raise ValueError(
                 f"bootstrap_steps: {self.bootstrap_steps} is more than steps ({self.steps})"
@@ -304,6 +304,10 @@ class CanvasConfig(Strict):
         ):
             raise ValueError("background: a background prompt over a [grid] needs brush "
                              "regions (the grid's tiles cover the whole canvas)")
+        check_wrap(self.wrap, height, width, self.window_size, self.grid is not None)
+        if self.controlnet is not None and self.wrap != "none":
+            raise ValueError("controlnet: not supported with wrap yet (its windows would need "
+                             "the control image's wrapped crops)")
         return self
 
     @property
@@ -340,6 +344,8 @@ def canvas_config_from_dict(
     for key in ("model", "upscale_model"):
         if isinstance(raw.get(key), str) and (base / raw[key]).exists():
             raw[key] = str(base / raw[key])
+    resolve_lora_paths(raw, base)
+    resolve_controlnet_paths(raw, base)
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(raw, key, value)

@@ -23,7 +23,9 @@ from hypermosaic.canvas.config import CanvasConfig, CanvasWarning
 from hypermosaic.canvas.grid import seed_notes
 from hypermosaic.canvas.plan import CanvasPlan, check_window_stride, plan_canvas
 from hypermosaic.canvas.regions import TextRegion
+from hypermosaic.canvas.wrap import check_wrap_window
 from hypermosaic.errors import InputError
+from hypermosaic.lora import lora_settings
 
 __all__ = ["CanvasJob", "check_image_prompts", "check_windows", "plan_jobs"]
 
@@ -44,18 +46,18 @@ class CanvasJob:
     def key(self) -> str:
         """A Dask key derived from everything that decides the task's result."""
         what = repr((self.plan, self.config.model, self.config.device, self.config.dtype,
-                     self.config.upscale, self.config.upscale_model))
+                     self.config.upscale, self.config.upscale_model, self.config.lora))
         return f"canvas-{self.stem}-{hashlib.blake2b(what.encode(), digest_size=8).hexdigest()}"
 
 
 def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
     """Plan every seed of every config; `InputError` before any work for a bad input.
 
-    Checks that each config names a model that is there (located without loading it), that
-    its sliding windows leave no gaps at the model's native size, that its image prompts'
-    vision models fit it (`check_image_prompts`), that the ESRGAN model of an ``upscale`` can
-    load, and that no two canvases would write the same file. Seeds that change nothing are
-    reported as `CanvasWarning`.
+    Checks that each config names a model that is there (located without loading it) and LoRAs
+    that fit it, that its sliding windows leave no gaps at the model's native size, that its
+    image prompts' vision models fit it (`check_image_prompts`), that the ESRGAN model of an
+    ``upscale`` can load, and that no two canvases would write the same file. Seeds that
+    change nothing are reported as `CanvasWarning`.
     """
     jobs: list[CanvasJob] = []
     natives: dict[str, int | None] = {}
@@ -81,6 +83,13 @@ def plan_jobs(configs: Sequence[CanvasConfig]) -> list[CanvasJob]:
                 natives[config.model] = registry.native_size(sources[config.model])
             except InputError as exc:
                 raise InputError(f"{config.source}: {exc}") from None
+        try:
+            registry.check_loras(sources[config.model], lora_settings(config.lora), "lora")
+            if config.controlnet is not None:
+                registry.check_controlnet(sources[config.model], config.controlnet.model,
+                                          "controlnet.model")
+        except InputError as exc:
+            raise InputError(f"{config.source}: {exc}") from None
         check_windows(config, natives[config.model])
         check_image_prompts(config, sources[config.model])
     seen: dict[Path, str] = {}
@@ -128,11 +137,13 @@ def check_memory(config: CanvasConfig) -> None:
 
 def check_windows(config: CanvasConfig, native: int | None) -> None:
     """`check_window_stride` for the brushes' window of ``config`` (its ``window_size``, else
-    the model's ``native`` side in pixels, when known), the error naming the config."""
+    the model's ``native`` side in pixels, when known), and `check_wrap_window` for a wrapped
+    canvas, the error naming the config."""
     size = config.window_size or native
     if size is None:
         return
     try:
         check_window_stride(config.window_stride, size, config.window_size)
+        check_wrap_window(config.wrap, size, *config.size)
     except InputError as exc:
         raise InputError(f"{config.source}: {exc}") from None

@@ -44,6 +44,7 @@ from hypermosaic.canvas.background import (
     plan_region_mask,
 )
 from hypermosaic.canvas.config import CanvasConfig
+from hypermosaic.canvas.control import ControlPlan, plan_control
 from hypermosaic.canvas.grid import grid_box
 from hypermosaic.canvas.image_prompts import ImagePromptPlan, plan_image_prompt
 from hypermosaic.canvas.noise import NoiseEdit, noise_edits
@@ -144,7 +145,8 @@ class ImagePlan:
 
 @dataclass(frozen=True)
 class CanvasPlan:
-    """Everything that decides one canvas's pixels, model aside."""
+    """Everything that decides one canvas's pixels, model aside; ``wrap`` says which edges
+    join (`hypermosaic.canvas.wrap`), ``control`` what a ControlNet sees."""
 
     height: int
     width: int
@@ -163,6 +165,8 @@ class CanvasPlan:
     noise_edits: tuple[NoiseEdit, ...]
     compat: str = HYPERMOSAIC
     background: BackgroundPlan | None = None
+    wrap: str = "none"
+    control: ControlPlan | None = None
 
     @property
     def cells(self) -> tuple[int, int]:
@@ -187,6 +191,7 @@ def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
     height, width = config.size
     prompts = _grid_prompts(config) + _text_prompts(config, height, width)
     brushes = _brushes(config, height, width)
+    background = plan_background(config, height, width)
     images = tuple(
         ImagePlan(f"regions.{i}", region.box, region.strength, digest(pixels), pixels,
                   plan_region_mask(region, i, height, width))
@@ -210,7 +215,9 @@ def _plan(config: CanvasConfig, seed: int) -> CanvasPlan:
         images=images,
         noise_edits=noise_edits(config, seed),
         compat=config.compat,
-        background=plan_background(config, height, width),
+        background=background,
+        wrap=config.wrap,
+        control=plan_control(config, height, width, background),
     )
     _check_coverage(plan)
     return plan

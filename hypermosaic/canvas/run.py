@@ -28,6 +28,7 @@ from hypermosaic.canvas.outputs import write_outputs
 from hypermosaic.canvas.tasks import ModelKey, canvas_state, render_task
 from hypermosaic.errors import BuildError, InputError, Interrupted
 from hypermosaic.executor import cpu_count, open_client, release_states
+from hypermosaic.lora import lora_settings
 from hypermosaic.progress import EventChannel, ProgressCallback, report
 from hypermosaic.store import disk_full, folder_lock
 
@@ -138,7 +139,7 @@ def _render(
     )
     state = f"hypermosaic-canvas-{uuid.uuid4().hex[:12]}"
     with pool as active, EventChannel(active, on_step) as channel:
-        # 1. One worker state; each distinct (model, device, dtype) loads once per worker.
+        # 1. One worker state; each distinct (model, device, dtype, LoRAs) loads once per worker.
         threads = max(1, cpu_count() // max(1, len(active.nthreads())))
         keys = list(dict.fromkeys(_model_key(job.config) for job in jobs))
         active.register_plugin(canvas_state(state, threads, keys))
@@ -173,4 +174,4 @@ def _render(
 
 
 def _model_key(config: CanvasConfig) -> ModelKey:
-    return str(config.model), config.device, config.dtype
+    return str(config.model), config.device, config.dtype, lora_settings(config.lora)

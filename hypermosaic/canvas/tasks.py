@@ -2,7 +2,7 @@
 
 Each worker keeps one `hypermosaic.executor.WorkerState` per canvas run (named for the run, so
 two runs on one cluster keep apart); its model cache loads each distinct Stable Diffusion model
-(by model, device and dtype) when the state is registered (a model that cannot load fails
+(by model, device, dtype and LoRAs) when the state is registered (a model that cannot load fails
 there, once) and each ESRGAN model on first use, through `hypermosaic.registry`. Denoising
 steps are reported as events.
 """
@@ -17,12 +17,13 @@ from hypermosaic import registry
 from hypermosaic.canvas.plan import CanvasPlan
 from hypermosaic.errors import InputError
 from hypermosaic.executor import WorkerState, worker_state
+from hypermosaic.lora import LoraSetting
 from hypermosaic.progress import emitter
 
 __all__ = ["ModelKey", "canvas_state", "render_task"]
 
-ModelKey = tuple[str, str, str]
-"""``(model, device, dtype)`` of a canvas pipeline."""
+ModelKey = tuple[str, str, str, tuple[LoraSetting, ...]]
+"""``(model, device, dtype, LoRAs)`` of a canvas pipeline."""
 
 
 def canvas_state(name: str, torch_threads: int, keys: list[ModelKey]) -> WorkerState:
@@ -44,7 +45,9 @@ def _load(key: ModelKey) -> Any:
     """The pipeline of ``key``; its loader's errors name the canvas keys (``device``), not
     the build's (``diffusion.device``)."""
     try:
-        return registry.load_canvas_pipeline(*key)
+        pipe = registry.load_canvas_pipeline(*key[:3])
+        registry.apply_loras(pipe, key[3], "lora")
+        return pipe
     except InputError as exc:
         raise InputError(str(exc).removeprefix("diffusion.")) from None
 
@@ -58,10 +61,17 @@ def render_task(state_name: str, key: ModelKey, plan: CanvasPlan, upscale_model:
     pipe = _pipeline(state, key)
 
     emit = emitter(topic)
-    image = registry.render_canvas(pipe, plan, lambda step, steps: emit([index, step, steps]))
+    controlnet = None
+    if plan.control is not None:
+        model = plan.control.model
+        controlnet = state.models.get(
+            ("controlnet", model, str(pipe.device), str(pipe.dtype)),
+            lambda: registry.load_controlnet(model, pipe.device, pipe.dtype, "controlnet.model"))
+    image = registry.render_canvas(pipe, plan, lambda step, steps: emit([index, step, steps]),
+                                   controlnet)
     if upscale_model is None:
         return image, None
     device = str(pipe.device)
     upscaler = state.models.get(("upscaler", upscale_model, device), lambda: (
         registry.load_upscaler(upscale_model, device=device)))
-    return image, registry.upscale_array(upscaler, image)
+    return image, registry.upscale_array(upscaler, image, wrap=plan.wrap)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypermosaic.publish.assemble import canvas_image
 from hypermosaic.publish.config import PublishConfig
 from hypermosaic.publish.deepzoom import staged_deepzoom
-from hypermosaic.publish.run import DZI_NAME, publish_build
+from hypermosaic.publish.run import DZI_NAME, publication_source, publish_build
 from hypermosaic.publish.server import (
     RunningServer,
     make_app,
@@ -18,7 +18,7 @@ from hypermosaic.publish.server import (
     serve_build,
     start_server,
 )
-from hypermosaic.publish.viewer import read_dzi, write_viewer
+from hypermosaic.publish.viewer import read_dzi, write_panorama_viewer, write_viewer
 
 __all__ = [
     "DZI_NAME",
@@ -26,11 +26,13 @@ __all__ = [
     "RunningServer",
     "canvas_image",
     "make_app",
+    "publication_source",
     "publish_build",
     "read_dzi",
     "run_server",
     "serve_build",
     "staged_deepzoom",
     "start_server",
+    "write_panorama_viewer",
     "write_viewer",
 ]

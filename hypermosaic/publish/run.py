@@ -8,6 +8,11 @@ Dask pool when there is one), otherwise by pyvips' ``dzsave`` of the lazy canvas
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from distributed import Client
@@ -21,7 +26,7 @@ from hypermosaic.publish.viewer import write_viewer
 from hypermosaic.store import Store, atomic_path, atomic_write
 from hypermosaic.tree import Plan
 
-__all__ = ["DZI_NAME", "publish_build", "write_deepzoom"]
+__all__ = ["DZI_NAME", "publication_source", "publish_build", "write_deepzoom"]
 
 DZI_NAME = "mosaic"
 
@@ -87,6 +92,44 @@ def write_deepzoom(store: Store, plan: Plan, publish: PublishConfig,
             canvas_image(store, plan).dzsave(str(staging / DZI_NAME), tile_size=tile_size,
                                              overlap=0, suffix=suffix, layout="dz")
     return dzi
+
+
+def publication_source(store: Store, plan: Plan, publish: PublishConfig,
+                       quality: int = 92) -> str:
+    """A digest of everything `publish_build` reads: the plan, the publish settings, and the
+    name, size, modification time and inode of every stored node it may show (depth at most the
+    plan's, planned or made live).
+
+    A build records it when publishing ends; a re-run that finds the same digest has nothing
+    to republish. Nodes are only ever written whole under a new inode (`atomic_write`), so a
+    node made, removed or replaced since changes it.
+    """
+    digest = hashlib.sha256(json.dumps(
+        [dataclasses.asdict(plan), publish.model_dump(), quality, store.node_format],
+        sort_keys=True, default=str,
+    ).encode())
+    for line in _node_stats(store.nodes_dir, plan.depth):
+        digest.update(line.encode())
+    return digest.hexdigest()[:32]
+
+
+def _node_stats(folder: Path, depth: int, prefix: str = "") -> Iterator[str]:
+    """``name size mtime_ns inode`` of each node file in ``folder`` (the nodes folder: the root and
+    depth 1) and in the folders below it down to ``depth`` (a node's children sit in the
+    folder named after it), in name order; hidden files (a write in progress) are left out."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            if depth > 1:
+                yield from _node_stats(Path(entry.path), depth - 1, f"{prefix}{entry.name}/")
+        else:
+            stat = entry.stat()
+            yield f"{prefix}{entry.name} {stat.st_size} {stat.st_mtime_ns} {stat.st_ino}\n"
 
 
 def _build_id(store: Store) -> str:

@@ -5,7 +5,8 @@ opened straight from the file system (``file://``) as well as through `hypermosa
 static server. Its DisplayRects come along, so OpenSeadragon asks only for the tiles a sparse
 pyramid has, and an empty icon keeps the browser from asking for a ``/favicon.ico``: a viewer
 session logs no 404. OpenSeadragon is vendored in the package data (BSD-3-Clause, its licence copied
-along) and uses the canvas drawer, which draws tiles loaded from ``file://`` too.
+along) and uses the canvas drawer, which draws tiles loaded from ``file://`` too. A canvas's
+360° panorama gets a page of its own (`write_panorama_viewer`) with Pannellum, vendored alike.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from hypermosaic.errors import InputError
 from hypermosaic.publish.descriptor import DZI_NS
 from hypermosaic.store import atomic_write
 
-__all__ = ["write_viewer", "read_dzi", "VIEWER_NAME", "OSD_DIR"]
+__all__ = ["write_viewer", "write_panorama_viewer", "read_dzi", "VIEWER_NAME", "OSD_DIR",
+           "PANNELLUM_DIR"]
 
 VIEWER_NAME = "index.html"
 OSD_DIR = "openseadragon"
+PANNELLUM_DIR = "pannellum"
+PANNELLUM_FILES = ("pannellum.js", "pannellum.css", "COPYING")
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -57,6 +61,56 @@ PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+PANORAMA_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{lib}/pannellum.css">
+<style>
+  html, body {{ margin: 0; height: 100%; background: #111; }}
+  #panorama {{ position: absolute; inset: 0; }}
+</style>
+</head>
+<body>
+<div id="panorama"></div>
+<script src="{lib}/pannellum.js"></script>
+<script>
+  window.viewer = pannellum.viewer("panorama", {{
+    type: "equirectangular",
+    panorama: {image},
+    autoLoad: true,
+    showZoomCtrl: true,
+    compass: false
+  }});
+</script>
+</body>
+</html>
+"""
+
+
+def write_panorama_viewer(out_dir: Path, image_name: str, page_name: str) -> Path:
+    """Write ``page_name`` and ``pannellum/`` into ``out_dir``: a 360° viewer of the
+    equirectangular panorama ``image_name`` beside it (drag to look round, scroll to zoom).
+
+    Pannellum is vendored in the package data (MIT, its ``COPYING`` copied along). Browsers
+    refuse WebGL textures from ``file://`` pages, so the page is opened through a server.
+    Returns the page's path; every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    source = files("hypermosaic") / "data" / PANNELLUM_DIR
+    for name in PANNELLUM_FILES:
+        atomic_write(out_dir / PANNELLUM_DIR / name, (source / name).read_bytes())
+    page = PANORAMA_PAGE.format(title=html.escape(f"hypermosaic: {Path(image_name).stem}"),
+                                lib=PANNELLUM_DIR,
+                                image=json.dumps(image_name).replace("</", "<\\/"))
+    path = out_dir / page_name
+    atomic_write(path, page.encode("utf-8"))
+    return path
 
 
 def read_dzi(path: Path) -> dict[str, object]:

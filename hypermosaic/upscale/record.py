@@ -54,7 +54,10 @@ class Settings:
     """What decides an upscale's pixels besides its input, as recorded and compared.
 
     ``model`` is a registry name, or ``weights <size>:<digest>`` for a weights file (its name
-    may change, its content may not); ``dtype`` is the one asked for (``auto`` included).
+    may change, its content may not); ``dtype`` is the one asked for (``auto`` included);
+    ``refine`` the detail pass's settings as one JSON line
+    (`hypermosaic.upscale.refine.refine_fingerprint`), None without one (and in the records
+    of older versions, which had none).
     """
 
     model: str
@@ -62,6 +65,7 @@ class Settings:
     tile: int
     overlap: int
     dtype: str
+    refine: str | None = None
 
     @classmethod
     def of(cls, model: str, scale: float, tile: int, overlap: int, dtype: str) -> Settings:
@@ -89,7 +93,9 @@ def input_identity(src: Path) -> dict[str, Any]:
 
 def write_record(dst: Path, settings: Settings, source: dict[str, Any]) -> None:
     """Record, atomically, the settings and input (`input_identity`) that made ``dst``."""
-    record = {"version": RECORD_VERSION, "settings": asdict(settings), "input": source}
+    recorded = {key: value for key, value in asdict(settings).items()
+                if key != "refine" or value is not None}  # plain records as they were
+    record = {"version": RECORD_VERSION, "settings": recorded, "input": source}
     atomic_write(record_path(dst), (json.dumps(record, indent=1) + "\n").encode())
 
 
@@ -116,6 +122,10 @@ def _same_input(recorded: Any, src: Path) -> bool:
 
 def _change(key: str, old: Any, new: Any) -> str:
     """One setting's change, in words: ``scale 2, now 4``."""
+    if key == "refine":
+        return "the detail pass (--refine) changed" if old and new else (
+            "a detail pass (--refine) added" if new else "the detail pass (--refine) dropped")
+
     def show(value: Any) -> str:
         if key == "model" and str(value).startswith("weights "):
             return "a weights file"

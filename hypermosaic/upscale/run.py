@@ -29,6 +29,7 @@ from hypermosaic.identity import ESRGAN_MODELS, check_device, check_dtype
 from hypermosaic.progress import EventChannel, ProgressCallback, emitter, report
 from hypermosaic.store import disk_full, folder_lock
 from hypermosaic.tiling import DEFAULT_OVERLAP
+from hypermosaic.upscale.detail import refine_jobs
 from hypermosaic.upscale.plan import UpscaleJob, count_tiles, plan_jobs
 from hypermosaic.upscale.record import (
     Settings,
@@ -37,6 +38,7 @@ from hypermosaic.upscale.record import (
     remove_temporaries,
     write_record,
 )
+from hypermosaic.upscale.refine import RefineConfig, refine_fingerprint
 from hypermosaic.upscale.stream import upscale_file
 
 __all__ = ["UpscaleResult", "upscale_files", "upscale_images"]
@@ -70,6 +72,7 @@ def upscale_images(
     scheduler_address: str | None = None,
     client: Client | None = None,
     progress: ProgressCallback | None = None,
+    refine: RefineConfig | None = None,
 ) -> UpscaleResult:
     """Upscale image files (or folders of them) into ``out``: one output file for one input
     file whose ``out`` ends in an output suffix, else a folder of ``<stem>.<fmt>``.
@@ -83,13 +86,24 @@ def upscale_images(
     ``device`` where the model runs (``auto``: CUDA, else MPS, else CPU). A full disk raises
     `InputError`; Ctrl-C raises `hypermosaic.errors.Interrupted`. Finished outputs are kept
     either way, and no partial file is left.
+
+    ``refine`` adds the detail pass (`hypermosaic.upscale.detail`), in this process, one
+    image after another (a pool is refused); its model is located (and its ControlNet checked
+    against it) before any work, and a killed run resumes at the band where it stopped.
     """
     started = time.perf_counter()
     _check_options(dtype, device)
+    if refine is not None:
+        if workers is not None or scheduler_address is not None or client is not None:
+            raise InputError("--refine: runs in this process, one image after another; "
+                             "leave out --workers and --scheduler-address")
+        source = registry.locate_model(refine.model, key="refine.model")
+        if refine.controlnet is not None:
+            registry.check_controlnet(source, refine.controlnet.model, "refine.controlnet.model")
     jobs = plan_jobs(inputs, out, model, scale, fmt)
     return _upscale(jobs, model, tile=tile, overlap=None, dtype=dtype, device=device,
                     force=force, workers=workers, scheduler_address=scheduler_address,
-                    client=client, progress=progress, started=started)
+                    client=client, progress=progress, started=started, refine=refine)
 
 
 def upscale_files(
@@ -134,7 +148,8 @@ def _check_options(dtype: str, device: str) -> None:
 def _upscale(jobs: list[UpscaleJob], model: str, *, tile: int | None, overlap: int | None,
              dtype: str, device: str, force: bool, workers: int | None,
              scheduler_address: str | None, client: Client | None,
-             progress: ProgressCallback | None, started: float) -> UpscaleResult:
+             progress: ProgressCallback | None, started: float,
+             refine: RefineConfig | None = None) -> UpscaleResult:
     """Lock the output folders, then upscale what is not done (numbered steps continue in
     `_locked`). Ctrl-C and a full disk become one-line errors."""
     # 1. Settle the tile for the device (checked to be there) and what decides the pixels.
@@ -142,6 +157,8 @@ def _upscale(jobs: list[UpscaleJob], model: str, *, tile: int | None, overlap: i
     tile = tile or default_tile
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
     settings = Settings.of(model, jobs[0].scale, tile, overlap, dtype)
+    if refine is not None:
+        settings = replace(settings, refine=refine_fingerprint(refine))
     folders = sorted({job.dst.parent for job in jobs})
     try:
         with ExitStack() as locks:
@@ -149,7 +166,7 @@ def _upscale(jobs: list[UpscaleJob], model: str, *, tile: int | None, overlap: i
                 locks.enter_context(folder_lock(folder, "--out"))
             return _locked(jobs, model, settings, device=device, force=force,
                            workers=workers, scheduler_address=scheduler_address,
-                           client=client, progress=progress, started=started)
+                           client=client, progress=progress, started=started, refine=refine)
     except KeyboardInterrupt:
         where = " and ".join(str(folder) for folder in folders)
         raise Interrupted(f"finished outputs are kept in {where}; run the same command "
@@ -164,7 +181,7 @@ def _upscale(jobs: list[UpscaleJob], model: str, *, tile: int | None, overlap: i
 def _locked(jobs: list[UpscaleJob], model: str, settings: Settings, *, device: str,
             force: bool, workers: int | None, scheduler_address: str | None,
             client: Client | None, progress: ProgressCallback | None,
-            started: float) -> UpscaleResult:
+            started: float, refine: RefineConfig | None = None) -> UpscaleResult:
     """The upscale proper, in its locked output folders."""
     # 2. Skip outputs made with these settings; refuse (or, with force, redo) the others.
     pending = pending_jobs(jobs, settings, force)
@@ -179,9 +196,13 @@ def _locked(jobs: list[UpscaleJob], model: str, settings: Settings, *, device: s
             # 4. Upscale, one image here or several on the pool, tiles reported.
             result.tiles = sum(count_tiles(job, settings.tile, settings.overlap)
                                for job in pending)
-            result.written = _run(pending, model, settings, device=device, workers=workers,
-                                  scheduler_address=scheduler_address, client=client,
-                                  progress=progress, total=result.tiles)
+            if refine is not None:  # 4b. Or upscale and refine, in this process.
+                result.written = refine_jobs(pending, model, settings, refine, device=device,
+                                             progress=progress)
+            else:
+                result.written = _run(pending, model, settings, device=device,
+                                      workers=workers, scheduler_address=scheduler_address,
+                                      client=client, progress=progress, total=result.tiles)
     finally:
         remove_temporaries(pending)  # those of pool workers that were stopped
     result.seconds = time.perf_counter() - started

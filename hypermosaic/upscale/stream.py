@@ -34,7 +34,7 @@ from hypermosaic.upscale.plan import (
     vips_reason,
 )
 
-__all__ = ["upscale_file"]
+__all__ = ["upscale_file", "write_streamed"]
 
 _FETCH_ROWS = 64
 
@@ -206,16 +206,29 @@ def upscale_file(
     bands = registry.upscale_bands(reader, job.height, job.width, upscaler, tile,
                                    DEFAULT_OVERLAP if overlap is None else overlap,
                                    on_tile=tile_done)
-    stream = _PngStream(bands, job.width * s, job.height * s, stop)
-    with _output(job.dst) as write:
+    write_streamed(bands, job.width * s, job.height * s, job.dst, stop,
+                   None if job.scale == s else job.scale / s)
+    return job.dst
+
+
+def write_streamed(bands: Iterator[np.ndarray], width: int, height: int, dst: Path,
+                   stop: threading.Event, factor: float | None = None) -> None:
+    """Write the image whose rows ``bands`` yields, top to bottom, to ``dst`` in one pyvips
+    pass (reduced by ``factor`` with Lanczos when given); it appears only when complete.
+
+    An error raised by ``bands`` is raised again here; ``stop`` set (Ctrl-C) ends the write
+    with `KeyboardInterrupt`. A full disk or an unwritable file is `InputError`.
+    """
+    stream = _PngStream(bands, width, height, stop)
+    with _output(dst) as write:
 
         def work() -> None:
-            # 2. Chain the upscaled stream into pyvips, reduced if a smaller scale was asked
-            # for (loading the stream's header already pulls rows, so reading can fail here).
+            # 1. Chain the stream into pyvips, reduced if asked (loading the stream's header
+            # already pulls rows, so producing them can fail here).
             image = stream.image()
-            if job.scale != s:
-                image = image.resize(job.scale / s, kernel="lanczos3")
-            # 3. Write once; the output appears only when complete.
+            if factor is not None:
+                image = image.resize(factor, kernel="lanczos3")
+            # 2. Write once; the output appears only when complete.
             write(image)
 
         try:
@@ -223,10 +236,9 @@ def upscale_file(
         except pyvips.Error as exc:
             if stream.error is not None:
                 raise stream.error from None
-            full = disk_full(exc, job.dst.parent)
+            full = disk_full(exc, dst.parent)
             if full is not None:
                 raise full from None
-            raise InputError(f"{job.dst}: cannot write ({vips_reason(exc)})") from None
+            raise InputError(f"{dst}: cannot write ({vips_reason(exc)})") from None
         if stream.error is not None:
             raise stream.error
-    return job.dst

@@ -28,6 +28,10 @@ input instead: each window's UNet rows get ``timestep_cond``, the embedding of i
 ``g_j - 1`` (`guidance_embedding`, as diffusers' ``LatentConsistencyModelPipeline``), and no
 unconditional row (classifier-free guidance off, negative prompts unused).
 
+SDXL-type UNets (two text encoders, pooled embeddings) get each row's pooled embedding and its
+window's time ids, the window taken as a crop of the canvas at its offset
+(`hypermosaic.pipelines.canvas.conditioning`); they batch as Stable Diffusion's windows do.
+
 Image regions hold their reference's latents, noised to each step's level, until their
 img2img strength lets them go (strength 0: to the end, so the region is the reference
 through the VAE); one with a mask holds them by its mask's weights, as rerolls draw their
@@ -39,6 +43,10 @@ repaint only their areas and the rest stays the photo, pixel for pixel (`photo`)
 every random draw come from CPU generators seeded by the plan: the same plan gives the same
 pixels on any device.
 
+A wrapped canvas (``plan.wrap``: a 360° panorama or a tileable texture) has windows that go
+round its edges, seen in the canvas ring-padded past them, and a VAE decode that wraps too
+(`hypermosaic.pipelines.canvas.wrap`).
+
 A Mixture of Diffusers plan (``plan.compat``, its JSON configs) guides every window whatever
 its scale and builds ``ddim`` and ``lms`` as it does (`canvas_scheduler`). Latents that are not
 finite (a model that overflowed in float16) stop the canvas with `BuildError` at the step they
@@ -48,8 +56,8 @@ appear, and so does a VAE that decodes them so: no NaN ever reaches an image.
 from __future__ import annotations
 
 import inspect
-import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -57,7 +65,9 @@ import torch
 
 from hypermosaic.canvas.plan import CELL, CanvasPlan, check_window_stride
 from hypermosaic.canvas.regions import MOD
+from hypermosaic.canvas.wrap import check_wrap_window
 from hypermosaic.errors import BuildError, InputError
+from hypermosaic.pipelines.canvas.conditioning import check_sdxl, decoding_vae, encode_table
 from hypermosaic.pipelines.canvas.masks import mask_weights
 from hypermosaic.pipelines.canvas.photo import composite_photo, hold_photo, prepare_photo
 from hypermosaic.pipelines.canvas.predict import CallSize, predict_windows
@@ -69,6 +79,8 @@ from hypermosaic.pipelines.canvas.windows import (
     latent_slice,
     prompt_windows,
 )
+from hypermosaic.pipelines.canvas.wrap import NO_WRAP, decode_ring, ring_pad, wrap_axes
+from hypermosaic.pipelines.controlnet import control_windows
 from hypermosaic.pipelines.image_prompt.canvas import guide_rows, guided_prompts
 from hypermosaic.pipelines.models import make_scheduler
 from hypermosaic.tiling import Box
@@ -79,8 +91,6 @@ __all__ = [
     "canvas_scheduler",
     "check_finite",
     "check_pipeline",
-    "cpu_vae",
-    "encode_texts",
     "initial_noise",
     "render_canvas",
 ]
@@ -125,11 +135,6 @@ def check_finite(latents: torch.Tensor, step: int, total: int) -> None:
 
 def check_pipeline(pipe: Any) -> None:
     """Reject a pipeline the canvas cannot drive; `InputError` naming the model."""
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise InputError(
-            "model: SDXL-type pipelines (two text encoders) are not supported by canvas; "
-            "use a Stable Diffusion 1.x/2.x model"
-        )
     for part in ("unet", "vae", "encode_prompt"):
         if getattr(pipe, part, None) is None:
             raise InputError(
@@ -138,12 +143,6 @@ def check_pipeline(pipe: Any) -> None:
     f = vae_scale_factor(pipe.vae)
     if CELL % f:
         raise InputError(f"model: its VAE scale factor {f} does not divide {CELL}")
-
-
-def encode_texts(pipe: Any, texts: list[str], device: torch.device) -> torch.Tensor:
-    """Embeddings ``(len(texts), L, D)`` of each text, one encoder call per text as diffusers."""
-    with torch.no_grad():
-        return torch.cat([pipe.encode_prompt(text, device, 1, False)[0] for text in texts])
 
 
 def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor, torch.Generator]:
@@ -167,7 +166,7 @@ def initial_noise(plan: CanvasPlan, channels: int, f: int) -> tuple[torch.Tensor
         part = fresh[:, :, w_top - top : w_bottom - top, w_left - left : w_right - left]
         written = noise[:, :, w_top:w_bottom, w_left:w_right]
         m = None if edit.mask is None else torch.from_numpy(
-            mask_weights(edit.mask, (w_top, w_bottom, w_left, w_right), f))
+            mask_weights(edit.mask, (w_top, w_bottom, w_left, w_right), f, wrap_axes(plan.wrap)))
         if edit.mode == "reset":
             written[:] = part if m is None else m.sqrt() * part + (1 - m).sqrt() * written
         else:
@@ -185,38 +184,24 @@ def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
     return kwargs
 
 
-_CPU_VAES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def cpu_vae(vae: Any) -> Any:
-    """``vae`` as a float32 model on the CPU (the ``cpu_vae`` option): itself if it is one,
-    else a copy made once per VAE and kept while that VAE lives, so canvases rendered one after
-    another on a worker share it. The copy is built on the CPU (no second GPU copy)."""
-    if vae.device.type == "cpu" and vae.dtype == torch.float32:
-        return vae
-    twin = _CPU_VAES.get(vae)
-    if twin is None:
-        twin = type(vae).from_config(vae.config)
-        state = vae.state_dict()
-        twin.load_state_dict({key: value.detach().to("cpu", torch.float32)
-                              for key, value in state.items()})
-        twin = _CPU_VAES[vae] = twin.to("cpu", torch.float32).eval().requires_grad_(False)
-    return twin
-
-
 @torch.no_grad()
-def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = None) -> np.ndarray:
+def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = None,
+                  controlnet: Any = None) -> np.ndarray:
     """Generate the canvas of ``plan`` with ``pipe``; returns ``(H, W, 3)`` uint8 RGB.
 
-    ``pipe`` is a Stable Diffusion pipeline (`hypermosaic.pipelines.models.load_pipeline`);
+    With ``plan.control``, ``controlnet`` (its model, loaded) adds its residuals to every UNet
+    call, each window conditioned on its crop of the control image (`ControlWindows`).
+
+    ``pipe`` is a Stable Diffusion or SDXL pipeline (`hypermosaic.pipelines.models.load_pipeline`);
     its scheduler is not touched (a fresh one of ``plan.scheduler`` is made, `canvas_scheduler`).
     ``callback(step, steps)`` runs after each denoising step. Raises `InputError` for a model
     the canvas cannot use, `BuildError` for latents or pixels that are not finite.
     """
     check_pipeline(pipe)
+    check_sdxl(pipe, plan)
     unet, device = pipe.unet, pipe.unet.device
     f = vae_scale_factor(pipe.vae)
-    vae = cpu_vae(pipe.vae) if plan.cpu_vae else pipe.vae
+    vae = decoding_vae(pipe, plan.cpu_vae)
     vae_tile = plan.vae_tile // f
 
     # 1. Scheduler and timesteps (PNDM has more timesteps than steps: count timesteps).
@@ -225,11 +210,12 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     timesteps = scheduler.timesteps
     total = len(timesteps)
 
-    # 2. Windows, and the embeddings of every distinct text, computed once; the rows of a
-    #    region with an image prompt that moves something are guided, once.
+    # 2. Windows, and the embeddings of every distinct text (with SDXL also pooled), computed
+    #    once; the rows of a region with an image prompt that moves something are guided, once.
     rows = TextRows(guided_prompts(plan))
     native = unet.config.sample_size * f if plan.window_size is None else plan.window_size
     check_window_stride(plan.window_stride, native, plan.window_size)
+    check_wrap_window(plan.wrap, native, plan.height, plan.width)
     size = native // f
     stride = size // 2 if plan.window_stride is None else plan.window_stride // f
     cfg = getattr(unet.config, "time_cond_proj_dim", None) is None
@@ -239,14 +225,16 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
     for window in windows:
         window.weight = window.weight.to(device)
         window.keep = None if window.keep is None else window.keep.to(device)
-    texts = list(dict.fromkeys(text for text, _ in rows.texts))
-    encoded = encode_texts(pipe, texts, device)
-    table = encoded[[texts.index(text) for text, _ in rows.texts]]
-    table = guide_rows(pipe, plan, table, list(rows.texts))
+    pads = (max(w.box[1] for w in windows) - plan.height // f,
+            max(w.box[3] for w in windows) - plan.width // f) if plan.wrap != NO_WRAP else (0, 0)
+    table = encode_table(pipe, [text for text, _ in rows.texts], (plan.height, plan.width), f,
+                         device)
+    table = replace(table, states=guide_rows(pipe, plan, table.states, list(rows.texts)))
 
     # 3. Initial noise and latents; the background photo's latents (and an inpainting UNet's
     #    extra channels).
     photo = prepare_photo(vae, unet, plan, f, vae_tile)
+    control = control_windows(plan, controlnet, f)
     noise, generator = initial_noise(plan, vae.config.latent_channels, f)
     noise = noise.to(device)
     latents = noise * scheduler.init_noise_sigma
@@ -259,7 +247,8 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
             encode_tiled(vae, image.pixels, vae_tile, vae_tile // 4).to(device),
             _hold_until(image.strength, plan.steps, total, scheduler.order),
             None if image.mask is None
-            else torch.from_numpy(mask_weights(image.mask, box, f)).to(device),
+            else torch.from_numpy(mask_weights(image.mask, box, f, wrap_axes(plan.wrap))
+                                  ).to(device),
         )
         for image in plan.images
         for box in [tuple(edge // f for edge in image.box)]
@@ -273,6 +262,10 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         ).to(device)
     step_kwargs = _step_kwargs(scheduler, generator)
     call = CallSize(plan.batch_size)
+    # On a wrapped canvas windows see it ring-padded past its edges (pads 0: the canvas).
+    ring_noise = ring_pad(noise, *pads)
+    condition = None if photo is None or photo.condition is None else ring_pad(
+        photo.condition, *pads)
 
     # 5. Denoise the whole canvas.
     for i, t in enumerate(timesteps):
@@ -281,18 +274,18 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
             if i <= start:
                 _hold(latents, box, scheduler.add_noise(reference, noise[latent_slice(box)],
                                                         level), m)
-        scaled = scheduler.scale_model_input(latents, t)
+        scaled = ring_pad(scheduler.scale_model_input(latents, t), *pads)
         backgrounds = None
         if white is not None and i < plan.bootstrap_steps:
             backgrounds = {
                 w.box: scheduler.scale_model_input(
-                    scheduler.add_noise(white, noise[latent_slice(w.box)], level), t
+                    scheduler.add_noise(white, ring_noise[latent_slice(w.box)], level), t
                 )
                 for w in isolated
             }
         predictions = predict_windows(unet, windows, scaled, table, t, call, backgrounds,
-                                      None if photo is None else photo.condition)
-        eps = blend(latents.shape, windows, predictions)
+                                      condition, control)
+        eps = blend(latents.shape, windows, predictions, pads)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if photo is not None:
             latents = hold_photo(scheduler, latents, photo, noise,
@@ -304,7 +297,11 @@ def render_canvas(pipe: Any, plan: CanvasPlan, callback: StepCallback | None = N
         if start >= total:
             _hold(latents, box, reference, m)
 
-    # 6. Decode, tiled, and lay the repainted areas over the photo.
+    # 6. Decode, tiled (round the seams of a wrapped canvas), and lay the repainted areas over
+    #    the photo.
+    if plan.wrap != NO_WRAP:
+        return composite_photo(decode_ring(vae, latents, vae_tile, vae_tile // 4, plan.wrap),
+                               plan)
     return composite_photo(decode_tiled(vae, latents, vae_tile, vae_tile // 4), plan)
 
 

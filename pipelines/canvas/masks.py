@@ -93,8 +93,10 @@ def region_weights(kind: str, height: int, width: int, weight: float = 1.0) -> n
     return (np.outer(rows, cols) * weight).astype(np.float32)
 
 
-def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
-    """Separable Gaussian blur of a 2-D map (edges replicated); ``std <= 0`` returns a copy.
+def gaussian_blur(mask: np.ndarray, std: float, wrap: tuple[bool, bool] = (False, False)
+                  ) -> np.ndarray:
+    """Separable Gaussian blur of a 2-D map (edges replicated, or wrapped round on the axes
+    ``wrap`` names, rows then columns: a panorama's seam); ``std <= 0`` returns a copy.
 
     The kernel is cut at three standard deviations and normalised, so a constant map stays
     constant and a non-negative map stays positive wherever it was.
@@ -106,7 +108,8 @@ def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-(x * x) / (2 * std * std))
     kernel /= kernel.sum()
-    padded = np.pad(mask, radius, mode="edge")
+    padded = np.pad(mask, ((radius, radius), (0, 0)), mode="wrap" if wrap[0] else "edge")
+    padded = np.pad(padded, ((0, 0), (radius, radius)), mode="wrap" if wrap[1] else "edge")
     rows = sum(k * padded[i : i + mask.shape[0], :] for i, k in enumerate(kernel))
     return sum(k * rows[:, i : i + mask.shape[1]] for i, k in enumerate(kernel)).astype(np.float32)
 
@@ -117,9 +120,11 @@ def cells_to_latent(cells: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, repeat, axis=0), repeat, axis=1).astype(np.float32)
 
 
-def mask_weights(mask: RegionMask, box: Box, f: int) -> np.ndarray:
+def mask_weights(mask: RegionMask, box: Box, f: int, wrap: tuple[bool, bool] = (False, False)
+                 ) -> np.ndarray:
     """A region mask's weights in [0, 1] over its latent ``box``: its cells blurred by its
-    ``blur``, at latent resolution, cropped (blurred over the whole canvas first, as a brush's,
-    so a mask reaching the box's edge is not faded there)."""
+    ``blur`` (round the axes ``wrap`` names), at latent resolution, cropped (blurred over the
+    whole canvas first, as a brush's, so a mask reaching the box's edge is not faded there)."""
     top, bottom, left, right = box
-    return cells_to_latent(gaussian_blur(mask.cells, mask.blur / CELL), f)[top:bottom, left:right]
+    blurred = gaussian_blur(mask.cells, mask.blur / CELL, wrap)
+    return cells_to_latent(blurred, f)[top:bottom, left:right]

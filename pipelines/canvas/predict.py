@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
+from hypermosaic.pipelines.canvas.conditioning import TextTable
 from hypermosaic.pipelines.canvas.windows import Window, guidance_embedding, guided, window_input
+from hypermosaic.pipelines.controlnet import ControlWindows
 from hypermosaic.pipelines.models import is_out_of_memory
 from hypermosaic.tiling import Box
 
@@ -34,18 +36,21 @@ def predict_windows(
     unet: Any,
     windows: list[Window],
     scaled: torch.Tensor,
-    table: torch.Tensor,
+    table: TextTable,
     t: torch.Tensor,
     call: CallSize,
     backgrounds: dict[Box, torch.Tensor] | None = None,
     condition: torch.Tensor | None = None,
+    control: ControlWindows | None = None,
 ) -> list[torch.Tensor]:
     """Every window's guided prediction, float32, in order; equal shapes share UNet calls of
     up to ``call.windows`` windows (halved on out-of-memory, see `CallSize`).
 
     ``scaled`` is the canvas's model input, each window seeing `window_input` (with its crop
-    of an inpainting UNet's ``condition``). A UNet with ``time_cond_proj_dim`` gets each row's
-    window guidance embedded as ``timestep_cond``.
+    of an inpainting UNet's ``condition``) and its rows of ``table`` (with an SDXL-type UNet
+    also their pooled embeddings and the window's time ids). A UNet with ``time_cond_proj_dim``
+    gets each row's window guidance embedded as ``timestep_cond``; a ``control`` adds its
+    ControlNet's residuals, each row conditioned on its window's crop.
     """
     embed_dim = getattr(unet.config, "time_cond_proj_dim", None)
     predictions: list[torch.Tensor] = [torch.empty(0)] * len(windows)
@@ -61,14 +66,16 @@ def predict_windows(
                     len(windows[i].rows), -1, -1, -1)
                 for i in chunk
             ]
-            rows = torch.tensor([row for i in chunk for row in windows[i].rows])
             x = torch.cat(inputs).to(unet.dtype)
-            extra: dict[str, torch.Tensor] = {}
+            extra = table.unet_kwargs([windows[i] for i in chunk], x.dtype)
             if embed_dim is not None:
                 w = torch.tensor([windows[i].guidance - 1 for i in chunk for _ in windows[i].rows])
                 extra["timestep_cond"] = guidance_embedding(w, embed_dim).to(x.device, x.dtype)
             try:
-                out = unet(x, t, encoder_hidden_states=table[rows], **extra).sample.float()
+                if control is not None:
+                    boxes = [windows[i].box for i in chunk for _ in windows[i].rows]
+                    extra.update(control.residuals(x, t, boxes, extra))
+                out = unet(x, t, **extra).sample.float()
             except RuntimeError as exc:  # torch.OutOfMemoryError is one
                 call.shrink(exc, len(chunk))
                 out = None

@@ -19,6 +19,7 @@ float16) raises `BuildError` rather than become black pixels.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,36 @@ from hypermosaic.errors import BuildError
 from hypermosaic.pipelines.img2img.engine import to_uint8
 from hypermosaic.tiling import window_spans
 
-__all__ = ["decode_tiled", "encode_tiled", "ramp", "vae_scale_factor"]
+__all__ = ["cpu_vae", "decode_tiled", "encode_tiled", "float32_vae", "ramp", "vae_scale_factor"]
 
 
 def vae_scale_factor(vae: Any) -> int:
     """Pixels per latent position: 2 to the number of the VAE's downsamplings."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+_TWINS: weakref.WeakKeyDictionary[Any, dict[torch.device, Any]] = weakref.WeakKeyDictionary()
+
+
+def float32_vae(vae: Any, device: torch.device) -> Any:
+    """``vae`` as a float32 model on ``device``: itself if it is one, else a copy made once
+    per VAE and device and kept while that VAE lives, so canvases rendered one after another
+    on a worker share it. The copy is built on the CPU first (no second half-precision copy)."""
+    if vae.device == device and vae.dtype == torch.float32:
+        return vae
+    twins = _TWINS.setdefault(vae, {})
+    if device not in twins:
+        twin = type(vae).from_config(vae.config)
+        state = vae.state_dict()
+        twin.load_state_dict({key: value.detach().to("cpu", torch.float32)
+                              for key, value in state.items()})
+        twins[device] = twin.to(device, torch.float32).eval().requires_grad_(False)
+    return twins[device]
+
+
+def cpu_vae(vae: Any) -> Any:
+    """``vae`` as a float32 model on the CPU (the ``cpu_vae`` option; `float32_vae`)."""
+    return float32_vae(vae, torch.device("cpu"))
 
 
 def ramp(length: int, lead: int, trail: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from hypermosaic.pipelines.canvas.masks import (
     mask_weights,
     region_weights,
 )
+from hypermosaic.pipelines.canvas.wrap import ring_array, ring_fold, ring_spans, wrap_axes
 from hypermosaic.tiling import Box, window_spans
 
 __all__ = [
@@ -126,7 +127,8 @@ def prompt_windows(plan: CanvasPlan, f: int, rows: TextRows, *, cfg: bool = True
         top, bottom, left, right = (edge // f for edge in prompt.box)
         weight = region_weights(prompt.mask_type, bottom - top, right - left, prompt.mask_weight)
         if prompt.mask is not None:
-            weight = weight * mask_weights(prompt.mask, (top, bottom, left, right), f)
+            weight = weight * mask_weights(prompt.mask, (top, bottom, left, right), f,
+                                           wrap_axes(plan.wrap))
         windows.append(
             _window(
                 (top, bottom, left, right),
@@ -150,18 +152,25 @@ def brush_windows(
 
     A brush's weight is its mask blurred and scaled by its strength; inside a window the
     window takes the weight map as it is (MultiDiffusion's uniform views). ``cfg`` as in
-    `prompt_windows`.
+    `prompt_windows`. On a wrapped axis the windows go round the canvas (`ring_spans`), those
+    crossing its edge reaching past it into the ring-padded canvas.
     """
     height, width = plan.height // f, plan.width // f
-    spans = [
-        (top, bottom, left, right)
-        for top, bottom in window_spans(height, min(size, height), stride)
-        for left, right in window_spans(width, min(size, width), stride)
-    ]
+    wrap_rows, wrap_cols = wrap_axes(plan.wrap)
+    ys = ring_spans(height, size, stride) if wrap_rows else window_spans(
+        height, min(size, height), stride)
+    xs = ring_spans(width, size, stride) if wrap_cols else window_spans(
+        width, min(size, width), stride)
+    spans = [(top, bottom, left, right) for top, bottom in ys for left, right in xs]
+    pads = ys[-1][1] - height, xs[-1][1] - width
     windows = []
     for brush in plan.brushes:
-        weight = cells_to_latent(gaussian_blur(brush.cells, brush.blur / CELL), f) * brush.strength
+        weight = cells_to_latent(gaussian_blur(brush.cells, brush.blur / CELL,
+                                               (wrap_rows, wrap_cols)), f) * brush.strength
         keep = cells_to_latent(brush.cells, f) if brush.bootstrap else None
+        if pads != (0, 0):
+            weight = ring_array(weight, *pads)
+            keep = None if keep is None else ring_array(keep, *pads)
         for top, bottom, left, right in spans:
             crop = weight[top:bottom, left:right]
             if crop.max() > 0:
@@ -182,21 +191,30 @@ def brush_windows(
 
 
 def blend(
-    latents_shape: torch.Size, windows: list[Window], predictions: list[torch.Tensor]
+    latents_shape: torch.Size,
+    windows: list[Window],
+    predictions: list[torch.Tensor],
+    pads: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """The weighted average of window predictions: ``sum_j w_j eps_j / sum_j w_j``.
+
+    ``pads``: the rows and columns windows reach past a wrapped canvas's bottom and right
+    edges; the sums are kept over the ring-padded canvas and folded back before dividing.
 
     Positions no window weighs come out as NaN; plans are checked to leave none, and weights
     are checked not to vanish in float32 (`hypermosaic.canvas.regions.WEIGHT_RANGE`). The loop
     refuses non-finite latents, so a NaN never reaches an image.
     """
     device = predictions[0].device if predictions else "cpu"
-    value = torch.zeros(latents_shape, device=device)
-    weight = torch.zeros((1, 1, *latents_shape[2:]), device=device)
+    n, c, height, width = latents_shape
+    value = torch.zeros((n, c, height + pads[0], width + pads[1]), device=device)
+    weight = torch.zeros((1, 1, height + pads[0], width + pads[1]), device=device)
     for window, eps in zip(windows, predictions, strict=True):
         top, bottom, left, right = window.box
         value[:, :, top:bottom, left:right] += window.weight * eps
         weight[:, :, top:bottom, left:right] += window.weight
+    if pads != (0, 0):
+        value, weight = ring_fold(value, height, width), ring_fold(weight, height, width)
     return value / weight
 
 

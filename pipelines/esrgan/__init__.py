@@ -4,6 +4,8 @@
 - `weights`: registry weights converted from ncnn (`ncnn_weights`, with progress) and cached;
   a user's `.pth`/`.safetensors` read as plain tensors, its architecture recognised, any
   other file refused with one line naming it.
+- `checkpoints`: a user's checkpoint brought to basicsr's key names (training wrappers, the
+  old ESRGAN layouts); networks we do not implement named from their keys and refused.
 - `upscaler`: the `Upscaler` callable on a device and dtype; `load_upscaler`,
   `describe_upscaler` (scale and default tile, without running the model).
 - `tiled`: overlapping feathered windows, handed out as bands of finished rows.

@@ -147,16 +147,34 @@ def upscale_array(
     image: np.ndarray,
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
+    wrap: str = "none",
 ) -> np.ndarray:
     """Upscale an RGB uint8 array (H, W, 3) to (H*s, W*s, 3) uint8, tiled and seamless.
 
-    `tile` (input pixels) defaults to the upscaler's, which suits its device.
+    `tile` (input pixels) defaults to the upscaler's, which suits its device. `wrap` (``"x"``,
+    ``"xy"``: a panorama's or a texture's edges that join) pads the image round those edges
+    by twice `overlap` pixels before upscaling and crops after, so the tiles see across the
+    seam with the context of an interior pixel.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if wrap != "none":
+        return _upscale_ring(upscaler, image, tile, overlap, wrap)
     height, width = image.shape[:2]
     bands = upscale_bands(_array_reader(image), height, width, upscaler, tile, overlap)
     return np.concatenate(list(bands), axis=0)
+
+
+def _upscale_ring(upscaler: Upscaler, image: np.ndarray, tile: int | None, overlap: int,
+                  wrap: str) -> np.ndarray:
+    """`upscale_array` of ``image`` padded circularly on the axes ``wrap`` names, cropped."""
+    height, width = image.shape[:2]
+    my = min(2 * overlap, height) if "y" in wrap else 0
+    mx = min(2 * overlap, width) if "x" in wrap else 0
+    padded = np.pad(image, ((my, my), (mx, mx), (0, 0)), mode="wrap")
+    s = upscaler.scale
+    out = upscale_array(upscaler, padded, tile, overlap)
+    return np.ascontiguousarray(out[my * s : (my + height) * s, mx * s : (mx + width) * s])
 
 
 def enlarge(upscaler: Upscaler, image: np.ndarray, size: int) -> np.ndarray:

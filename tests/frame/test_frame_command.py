@@ -128,6 +128,7 @@ def test_config_file_keys_and_unknown_key(photo: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_detail_pass_is_the_canvas_over_the_enlarged_artwork(photo: Path, tiny_dir: Path,
                                                               tmp_path: Path) -> None:
@@ -191,6 +192,7 @@ def test_the_example_config_plans_on_its_photo(examples_dir: Path, tiny_dir: Pat
     assert plan.artwork_size == (48, 64) and plan.refined_size == (96, 128)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_another_choice_reuses_the_candidates(photo: Path, tiny_dir: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
