@@ -46,7 +46,16 @@ class SimulatedEngine:
         self.texture: np.ndarray | None = None
 
     def primary(self, job: PrimaryJob) -> np.ndarray:
-        raise NotImplementedError("the simulated GPU builds from a primary image")
+        """A smooth colour field of the job's size, seeded, one batch's ``latency`` after
+        the call (a prompt-made root, as a GPU's text-to-image would give)."""
+        started = time.perf_counter()
+        corners = np.random.default_rng(job.seed).integers(0, 256, (2, 2, 3)).astype(np.float32)
+        ramp = np.linspace(0.0, 1.0, job.size, dtype=np.float32)[:, None, None]
+        top = corners[0, 0] * (1 - ramp) + corners[0, 1] * ramp  # (size, 1, 3) along x
+        bottom = corners[1, 0] * (1 - ramp) + corners[1, 1] * ramp
+        image = top.transpose(1, 0, 2) * (1 - ramp) + bottom.transpose(1, 0, 2) * ramp
+        time.sleep(max(0.0, self.latency - (time.perf_counter() - started)))
+        return np.rint(image).astype(np.uint8)
 
     def tiles(self, inits: np.ndarray, jobs: Sequence[TileJob], context: TileContext
               ) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from hypermosaic.identity import file_digest, model_file_digest
 from hypermosaic.settings import Strict
@@ -27,6 +27,7 @@ __all__ = [
     "TILE_IMAGE",
     "ControlNetSetting",
     "ControlNetSpec",
+    "TileControlNet",
     "controlnet_identity",
     "controlnet_setting",
     "resolve_controlnet_paths",
@@ -46,6 +47,17 @@ class ControlNetSpec(Strict):
     model: str
     scale: Annotated[float, Field(ge=0, le=4)] = 1.0
     image: str = TILE_IMAGE
+
+
+def _tile_only(spec: ControlNetSpec) -> ControlNetSpec:
+    if spec.image != TILE_IMAGE:
+        raise ValueError(f"image = {spec.image!r}: only a canvas takes a control image file; "
+                         'here each tile is conditioned on its own pixels (image = "tile")')
+    return spec
+
+
+TileControlNet = Annotated[ControlNetSpec, AfterValidator(_tile_only)]
+"""A ControlNet that conditions each tile (a build's, a detail pass's window) on itself."""
 
 
 def resolve_controlnet_paths(table: Any, base: Path) -> None:

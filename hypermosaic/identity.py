@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+from pydantic import AfterValidator
 
 from hypermosaic.errors import InputError
 
@@ -20,12 +23,15 @@ __all__ = [
     "BICUBIC",
     "DEVICE_HINT",
     "DTYPES",
+    "Device",
     "Dtype",
     "ESRGAN_MODELS",
     "EsrganModel",
     "SCHEDULER_NAMES",
     "SIGMA_SCHEDULES",
     "SchedulerName",
+    "Upscaler",
+    "UpscalerOrBicubic",
     "WEIGHT_SUFFIXES",
     "check_device",
     "check_dtype",
@@ -150,3 +156,11 @@ def model_file_digest(model: str | None, key: str) -> str | None:
     except OSError as exc:
         raise InputError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
     return f"{size}:{digest.hexdigest()}"
+
+
+Device = Annotated[str, AfterValidator(check_device)]
+"""A config's ``device``: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (`check_device`)."""
+Upscaler = Annotated[str, AfterValidator(check_upscaler)]
+"""A config's ESRGAN model: a name or a weights file (`check_upscaler`)."""
+UpscalerOrBicubic = Annotated[str, AfterValidator(partial(check_upscaler, bicubic=True))]
+"""An upscaler that may also be ``bicubic`` (plain resampling)."""

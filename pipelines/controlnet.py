@@ -15,7 +15,6 @@ line naming the key (`check_controlnet`), before any work.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,12 @@ import numpy as np
 import torch
 
 from hypermosaic.errors import InputError
-from hypermosaic.pipelines.models import ModelSource, _cached_snapshot, _looks_like_path
+from hypermosaic.pipelines.models import (
+    ModelSource,
+    cached_snapshot,
+    looks_like_path,
+    read_json_object,
+)
 from hypermosaic.tiling import Box
 
 __all__ = [
@@ -45,32 +49,22 @@ def locate_controlnet(model: str, key: str) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         folder = path
-    elif path.exists() or _looks_like_path(model):
+    elif path.exists() or looks_like_path(model):
         raise InputError(f"{key}: {model}: not a ControlNet folder (a diffusers folder with "
                          "config.json and diffusion_pytorch_model.safetensors)")
     else:
-        folder = _cached_snapshot(model, key)
-    config = _config(folder / "config.json", key, model)
+        folder = cached_snapshot(model, key)
+    config = read_json_object(folder / "config.json", key)
     if config.get("_class_name") not in ("ControlNetModel", None):
         raise InputError(f"{key}: {model} is a {config['_class_name']}, not a ControlNetModel")
     return folder
 
 
-def _config(path: Path, key: str, model: str) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError(f"{key}: {model}: no readable config.json") from None
-    if not isinstance(loaded, dict):
-        raise InputError(f"{key}: {model}: config.json is not a JSON object")
-    return loaded
-
-
 def check_controlnet(source: ModelSource, model: str, key: str) -> None:
     """`InputError` naming ``key`` unless ControlNet ``model`` fits the base model located at
     ``source`` (its UNet's config, see the module's docstring)."""
-    controlnet = _config(locate_controlnet(model, key) / "config.json", key, model)
-    unet = _config(source.folder / "unet" / "config.json", key, str(source.folder))
+    controlnet = read_json_object(locate_controlnet(model, key) / "config.json", key)
+    unet = read_json_object(source.folder / "unet" / "config.json", key)
     for name in _MATCHING:
         theirs, ours = controlnet.get(name), unet.get(name)
         if isinstance(theirs, list) or isinstance(ours, list):

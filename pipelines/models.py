@@ -49,14 +49,18 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEDULERS",
     "ModelSource",
+    "cached_snapshot",
     "img2img_pipeline",
     "is_out_of_memory",
     "load_canvas_pipeline",
     "load_pipeline",
+    "load_worker_pipeline",
     "locate_model",
+    "looks_like_path",
     "make_scheduler",
     "native_size",
     "quiet_libraries",
+    "read_json_object",
     "resolve_device_dtype",
 ]
 
@@ -216,13 +220,25 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:
-    """The pipeline of ``model`` for canvases, as a canvas worker loads it: libraries quietened
-    (`quiet_libraries`), ``device`` and ``dtype`` resolved (`resolve_device_dtype`, ``auto``
-    allowed), then `load_pipeline`. Raises `InputError` as those do."""
+def load_worker_pipeline(
+    model: str, device: str, dtype: str, *, scheduler: str = "default",
+    config: str | None = None, lora: Sequence[LoraSetting] = (),
+) -> tuple[torch.device, torch.dtype, Any]:
+    """The device, dtype and pipeline of ``model`` as a worker's engine loads them: libraries
+    quietened (a worker's output would break the client's progress display), ``device`` and
+    ``dtype`` resolved (`resolve_device_dtype`, ``auto`` allowed), then `load_pipeline`.
+    Raises `InputError` as those do."""
     quiet_libraries()
     torch_device, torch_dtype = resolve_device_dtype(device, dtype)
-    return load_pipeline(model, device=torch_device, dtype=torch_dtype)
+    pipe = load_pipeline(model, device=torch_device, dtype=torch_dtype, scheduler=scheduler,
+                         config=config, lora=lora)
+    return torch_device, torch_dtype, pipe
+
+
+def load_canvas_pipeline(model: str, device: str, dtype: str) -> Any:
+    """The pipeline of ``model`` for canvases, as a canvas worker loads it
+    (`load_worker_pipeline`)."""
+    return load_worker_pipeline(model, device, dtype)[2]
 
 
 @dataclass(frozen=True)
@@ -254,9 +270,9 @@ def locate_model(model: str, config: str | None = None, *, key: str = "diffusion
                 "supported (pickled .ckpt files are not loaded; convert it to safetensors)"
             )
         return ModelSource(_single_file_config(path, config, key), checkpoint=path)
-    if _looks_like_path(model):
+    if looks_like_path(model):
         raise InputError(f"{key}: {model}: no such file or directory")
-    return ModelSource(_pipeline_folder(_cached_snapshot(model, key), key, model))
+    return ModelSource(_pipeline_folder(cached_snapshot(model, key), key, model))
 
 
 def native_size(source: ModelSource) -> int | None:
@@ -281,7 +297,19 @@ def img2img_pipeline(pipe: Any) -> Any:
     return view
 
 
-def _looks_like_path(model: str) -> bool:
+def read_json_object(path: Path, key: str) -> dict[str, Any]:
+    """A JSON object from ``path`` (a component's config); `InputError` naming ``key`` when
+    it cannot be read or is not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"{key}: cannot read {path}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{key}: {path} is not a JSON object")
+    return value
+
+
+def looks_like_path(model: str) -> bool:
     """A Hugging Face id is ``name`` or ``org/name``; anything else must be a local path."""
     return (
         model.startswith((".", "/", "~"))
@@ -298,7 +326,7 @@ def _pipeline_folder(folder: Path, key: str, name: str) -> Path:
     return folder
 
 
-def _cached_snapshot(repo_id: str, key: str = "diffusion.model") -> Path:
+def cached_snapshot(repo_id: str, key: str = "diffusion.model") -> Path:
     """The local snapshot folder of a Hugging Face model; `InputError` if it is not cached."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -345,16 +373,16 @@ def _single_file_config(checkpoint: Path, config: str | None, key: str = "diffus
         folder = Path(config).expanduser()
         if folder.is_dir():
             return _pipeline_folder(folder, "diffusion.config", config)
-        if _looks_like_path(config):
+        if looks_like_path(config):
             raise InputError(f"diffusion.config: {config}: no such directory")
         return _pipeline_folder(
-            _cached_snapshot(config, "diffusion.config"), "diffusion.config", config
+            cached_snapshot(config, "diffusion.config"), "diffusion.config", config
         )
     from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_state_dict
 
     base = fetch_diffusers_config(load_state_dict(str(checkpoint)))["pretrained_model_name_or_path"]
     try:
-        return _pipeline_folder(_cached_snapshot(base, key), key, base)
+        return _pipeline_folder(cached_snapshot(base, key), key, base)
     except InputError:
         raise InputError(
             f"{key}: {checkpoint} is a single-file checkpoint of a {base} type model; "

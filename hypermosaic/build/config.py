@@ -24,11 +24,7 @@ from pydantic import (
 
 from hypermosaic.build.diffusion import DiffusionConfig, resolve_diffusion_paths
 from hypermosaic.errors import InputError
-from hypermosaic.identity import (
-    BICUBIC,
-    WEIGHT_SUFFIXES,
-    check_upscaler,
-)
+from hypermosaic.identity import BICUBIC, WEIGHT_SUFFIXES, UpscalerOrBicubic
 from hypermosaic.image_prompts import TILE, ImagePromptConfig, merge_image_prompts
 from hypermosaic.publish import PublishConfig
 from hypermosaic.settings import Strict, read_config_file, set_dotted, validation_message
@@ -77,13 +73,8 @@ class LevelConfig(Strict):
     strength: Annotated[float, Field(ge=0, le=1)] | None = None
     steps: Annotated[int, Field(ge=1, le=1000)] | None = None
     guidance: Annotated[float, Field(ge=0, le=50)] | None = None
-    init_upscale: str | None = None
+    init_upscale: UpscalerOrBicubic | None = None
     image_prompt: ImagePromptConfig | None = None  # [levels.N.image_prompt], over [image_prompt]
-
-    @field_validator("init_upscale")
-    @classmethod
-    def _upscaler(cls, value: str | None) -> str | None:
-        return None if value is None else check_upscaler(value, bicubic=True)
 
     @field_validator("prompt", "negative_prompt")
     @classmethod

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from hypermosaic.controlnet import TILE_IMAGE, ControlNetSpec, resolve_controlnet_paths
-from hypermosaic.identity import Dtype, SchedulerName, check_device
+from hypermosaic.controlnet import TileControlNet, resolve_controlnet_paths
+from hypermosaic.identity import Device, Dtype, SchedulerName
 from hypermosaic.lora import LoraSpec, resolve_lora_paths
 from hypermosaic.settings import Strict
 
@@ -24,22 +24,9 @@ class DiffusionConfig(Strict):
     scheduler: SchedulerName = "default"
     dtype: Dtype = "auto"
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4
-    device: str = "auto"
+    device: Device = "auto"
     lora: list[LoraSpec] = []
-    controlnet: ControlNetSpec | None = None
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
-
-    @field_validator("controlnet")
-    @classmethod
-    def _tile_control(cls, value: ControlNetSpec | None) -> ControlNetSpec | None:
-        if value is not None and value.image != TILE_IMAGE:
-            raise ValueError(f"image = {value.image!r} is for canvases; a build conditions "
-                             'each tile on itself (image = "tile")')
-        return value
+    controlnet: TileControlNet | None = None
 
 
 def resolve_diffusion_paths(table: Any, base: Path) -> None:

@@ -53,7 +53,7 @@ from hypermosaic.canvas.regions import (
 from hypermosaic.canvas.wrap import Wrap, check_wrap
 from hypermosaic.controlnet import ControlNetSpec, resolve_controlnet_paths
 from hypermosaic.errors import InputError
-from hypermosaic.identity import Dtype, SchedulerName, check_device, check_upscaler
+from hypermosaic.identity import Device, Dtype, SchedulerName, Upscaler
 from hypermosaic.image_prompts import TILE
 from hypermosaic.lora import LoraSpec, resolve_lora_paths
 from hypermosaic.settings import Strict, set_dotted, validation_message
@@ -217,7 +217,7 @@ class CanvasConfig(Strict):
     scheduler: SchedulerName = "default"
     compat: Compat = HYPERMOSAIC
     model: str | None = None
-    device: str = "auto"
+    device: Device = "auto"
     dtype: Dtype = "auto"
     lora: list[LoraSpec] = []
     controlnet: ControlNetSpec | None = None
@@ -238,7 +238,7 @@ class CanvasConfig(Strict):
     format: Literal["auto", "png", "tiff"] = "auto"
     deepzoom: bool = False
     upscale: Literal[1, 4] = 1
-    upscale_model: str = "x4plus"
+    upscale_model: Upscaler = "x4plus"
     wrap: Wrap = "none"
     _source: str = PrivateAttr(default="")
 
@@ -247,16 +247,6 @@ class CanvasConfig(Strict):
         """The file this config was read from (its ``name`` when built in code): what every
         message about it starts with."""
         return self._source or self.name
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
-
-    @field_validator("upscale_model")
-    @classmethod
-    def _upscaler(cls, value: str) -> str:
-        return check_upscaler(value)
 
     @field_validator("width", "height", "vae_tile", "window_size", "window_stride")
     @classmethod

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from hypermosaic.errors import InputError
 from hypermosaic.frame.sizes import DEFAULT_DPI
-from hypermosaic.identity import BICUBIC, Dtype, SchedulerName, check_device, check_upscaler
+from hypermosaic.identity import BICUBIC, Device, Dtype, SchedulerName, UpscalerOrBicubic
 from hypermosaic.settings import Strict, read_config_file, validation_message
 
 __all__ = ["DOCS", "FrameConfig", "frame_config"]
@@ -53,21 +53,11 @@ class FrameConfig(Strict):
     refine_strength: Annotated[float, Field(ge=0, lt=1)] = 0.0
     refine_scale: Annotated[int, Field(ge=2, le=8)] = 2
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
-    upscaler: str = "x4plus"
+    upscaler: UpscalerOrBicubic = "x4plus"
     format: Literal["tif", "png"] = "tif"
-    device: str = "auto"
+    device: Device = "auto"
     dtype: Dtype = "auto"
     out: Path = Path("out")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
-
-    @field_validator("upscaler")
-    @classmethod
-    def _upscaler(cls, value: str) -> str:
-        return check_upscaler(value, bicubic=True)
 
     @property
     def the_print_prompt(self) -> str:

@@ -15,11 +15,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from hypermosaic.controlnet import (
-    TILE_IMAGE,
-    ControlNetSpec,
+    TileControlNet,
     controlnet_identity,
     resolve_controlnet_paths,
 )
@@ -61,15 +60,7 @@ class RefineConfig(Strict):
     window: Annotated[int, Field(ge=16, multiple_of=8)] | None = None
     overlap: Annotated[int, Field(ge=0, multiple_of=8)] | None = None
     noise_inversion: bool = False
-    controlnet: ControlNetSpec | None = None
-
-    @field_validator("controlnet")
-    @classmethod
-    def _tile_control(cls, value: ControlNetSpec | None) -> ControlNetSpec | None:
-        if value is not None and value.image != TILE_IMAGE:
-            raise ValueError(f"image = {value.image!r} is for canvases; a detail pass "
-                             'conditions each window on its own pixels (image = "tile")')
-        return value
+    controlnet: TileControlNet | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> RefineConfig:

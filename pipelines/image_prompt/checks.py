@@ -9,7 +9,6 @@ torch, so a wrong pairing stops a build with one line naming the key and both si
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from hypermosaic.pipelines.image_prompt.vision import (
     KEY,
     locate_vision_model,
 )
+from hypermosaic.pipelines.models import read_json_object
 
 __all__ = ["PROJECTION_DIM", "check_vision_model", "resolve_space"]
 
@@ -38,11 +38,11 @@ def check_vision_model(source: Any, vision_model: str, vision_config: str | None
     """The space image prompts work in with the located diffusion model ``source``
     (`hypermosaic.pipelines.models.ModelSource`); `InputError` naming the key otherwise."""
     folder: Path = source.folder
-    index = _read(folder / "model_index.json", "diffusion.model")
+    index = read_json_object(folder / "model_index.json", "diffusion.model")
     if index.get("text_encoder_2") not in (None, [None, None]):
         raise InputError("image_prompt: models with two text encoders (SDXL) are not "
                          "supported yet; use an SD 1.x or 2.x model")
-    text = _read(folder / "text_encoder" / "config.json", "diffusion.model")
+    text = read_json_object(folder / "text_encoder" / "config.json", "diffusion.model")
     has_projection = "CLIPTextModelWithProjection" in text.get("architectures", [])
     resolved = resolve_space(space, has_projection)
     if resolved == "projected" and not has_projection:
@@ -50,7 +50,7 @@ def check_vision_model(source: Any, vision_model: str, vision_config: str | None
                          "this model's text encoder (a CLIPTextModel, as in SD 1.x) lacks; use "
                          "space = \"hidden\" (or \"auto\")")
     located = locate_vision_model(vision_model, vision_config)
-    vision = _read(located.folder / "config.json", KEY)
+    vision = read_json_object(located.folder / "config.json", KEY)
     width = int(vision.get("projection_dim", PROJECTION_DIM))
     wanted = int(text.get("projection_dim", PROJECTION_DIM) if resolved == "projected"
                  else text.get("hidden_size", 0))
@@ -63,13 +63,3 @@ def check_vision_model(source: Any, vision_model: str, vision_config: str | None
         )
     return resolved
 
-
-def _read(path: Path, key: str) -> dict[str, Any]:
-    """A JSON object from ``path``; `InputError` naming ``key`` when it cannot be read."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError(f"{key}: cannot read {path}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{key}: {path} is not a JSON object")
-    return value

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from hypermosaic.errors import InputError
-from hypermosaic.pipelines.image_prompt.checks import PROJECTION_DIM, _read
+from hypermosaic.pipelines.image_prompt.checks import PROJECTION_DIM
 from hypermosaic.pipelines.image_prompt.vision import KEY as VISION_KEY
 from hypermosaic.pipelines.image_prompt.vision import locate_vision_model
-from hypermosaic.pipelines.models import _cached_snapshot, _looks_like_path
+from hypermosaic.pipelines.models import cached_snapshot, looks_like_path, read_json_object
 
 __all__ = ["KEY", "IPAdapters", "check_ip_adapter", "ip_adapter_embeds", "locate_ip_adapter"]
 
@@ -47,10 +47,10 @@ def locate_ip_adapter(name: str | None, subfolder: str = "", weight_name: str | 
     else:
         if path.is_dir():
             folder = path
-        elif _looks_like_path(name):
+        elif looks_like_path(name):
             raise InputError(f"{KEY}: {name}: no such file or folder")
         else:
-            folder = _cached_snapshot(name, KEY)
+            folder = cached_snapshot(name, KEY)
         if weight_name is None:
             raise InputError(f"{KEY}_weight_name: missing; name the .safetensors file in "
                              f"{name} (e.g. ip-adapter_sd15.safetensors, subfolder \"models\")")
@@ -74,7 +74,8 @@ def check_ip_adapter(source: Any, ip_adapter: str | None, subfolder: str,
     if "image_proj.proj.weight" not in shapes:
         raise InputError(f"{KEY}: {file.name} is not a plain IP-Adapter (no image_proj.proj); "
                          "IP-Adapter Plus and Face ID are not supported yet")
-    wanted = _expected_shapes(_read(source.folder / "unet" / "config.json", "diffusion.model"))
+    unet = read_json_object(source.folder / "unet" / "config.json", "diffusion.model")
+    wanted = _expected_shapes(unet)
     projected = shapes["image_proj.proj.weight"]
     cross = wanted.pop("cross_attention_dim")[0]
     found = {key: shape for key, shape in shapes.items() if key.startswith("ip_adapter.")}
@@ -83,8 +84,8 @@ def check_ip_adapter(source: Any, ip_adapter: str | None, subfolder: str,
                          f"key/value weights for {cross}-wide cross-attention wanted, "
                          f"{len(found)} found, projecting to {projected[0] // IMAGE_TOKENS}); "
                          "use the IP-Adapter trained for this model")
-    vision = _read(locate_vision_model(vision_model, vision_config).folder / "config.json",
-                   VISION_KEY)
+    located = locate_vision_model(vision_model, vision_config)
+    vision = read_json_object(located.folder / "config.json", VISION_KEY)
     width = int(vision.get("projection_dim", PROJECTION_DIM))
     if width != projected[1]:
         raise InputError(f"{VISION_KEY}: {vision_model} projects images to {width} values but "

@@ -37,8 +37,8 @@ import numpy as np
 
 from hypermosaic.errors import InputError
 from hypermosaic.pipelines.models import (
-    _cached_snapshot,
-    _looks_like_path,
+    cached_snapshot,
+    looks_like_path,
     quiet_libraries,
     resolve_device_dtype,
 )
@@ -131,7 +131,7 @@ def locate_vision_model(model: str, config: str | None = None) -> VisionSource:
                 f"cached Hugging Face id, e.g. {DEFAULT_VISION_MODEL}) holding its config.json"
             )
         return VisionSource(_config_folder(config), checkpoint=path)
-    if _looks_like_path(model):
+    if looks_like_path(model):
         raise InputError(f"{KEY}: {model}: no such file or directory")
     return VisionSource(_model_folder(_snapshot(model, KEY), KEY, model, weights=True))
 
@@ -267,10 +267,10 @@ def image_token_embeddings(
 
 
 def _snapshot(repo_id: str, key: str) -> Path:
-    """The cached snapshot of ``repo_id`` (`_cached_snapshot`), its error worded for a
+    """The cached snapshot of ``repo_id`` (`cached_snapshot`), its error worded for a
     transformers model rather than a diffusers pipeline."""
     try:
-        return _cached_snapshot(repo_id, key)
+        return cached_snapshot(repo_id, key)
     except InputError:
         from huggingface_hub import constants
 
@@ -306,7 +306,7 @@ def _config_folder(config: str) -> Path:
     folder = Path(config).expanduser()
     if folder.is_dir():
         return _model_folder(folder, CONFIG_KEY, config, weights=False)
-    if _looks_like_path(config):
+    if looks_like_path(config):
         raise InputError(f"{CONFIG_KEY}: {config}: no such directory")
     return _model_folder(_snapshot(config, CONFIG_KEY), CONFIG_KEY, config, weights=False)
 

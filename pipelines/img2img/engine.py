@@ -31,12 +31,7 @@ from hypermosaic.lora import LoraSetting
 from hypermosaic.pipelines.controlnet import control_img2img, load_controlnet
 from hypermosaic.pipelines.image_prompt.encode import ImagePrompts, with_guidance
 from hypermosaic.pipelines.image_prompt.ip_adapter import ip_adapter_embeds
-from hypermosaic.pipelines.models import (
-    img2img_pipeline,
-    load_pipeline,
-    quiet_libraries,
-    resolve_device_dtype,
-)
+from hypermosaic.pipelines.models import img2img_pipeline, load_worker_pipeline
 from hypermosaic.pipelines.sdxl import encode_prompts
 
 __all__ = ["DiffusionEngine", "to_uint8"]
@@ -91,12 +86,8 @@ class DiffusionEngine:
         if batch_size < 1:
             raise InputError(f"diffusion.batch_size: {batch_size} (must be at least 1)")
         self.batch_size = batch_size
-        self.device, self.dtype = resolve_device_dtype(device, dtype)
-        quiet_libraries()
-        self.text2img = load_pipeline(
-            model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config,
-            lora=lora,
-        )
+        self.device, self.dtype, self.text2img = load_worker_pipeline(
+            model, device, dtype, scheduler=scheduler, config=config, lora=lora)
         self.img2img = img2img_pipeline(self.text2img)
         self.tile_pipe, self.control_scale = self.img2img, None
         if controlnet is not None:  # every tile conditioned on itself

@@ -32,7 +32,7 @@ import torch
 
 from hypermosaic.errors import BuildError, InputError
 from hypermosaic.pipelines.img2img import to_uint8
-from hypermosaic.pipelines.models import load_pipeline, quiet_libraries, resolve_device_dtype
+from hypermosaic.pipelines.models import load_worker_pipeline
 
 __all__ = [
     "INPAINTING_CHANNELS",
@@ -140,11 +140,8 @@ class InpaintEngine:
         if batch_size < 1:
             raise InputError(f"batch_size: {batch_size} (must be at least 1)")
         self.batch_size = batch_size
-        self.device, self.dtype = resolve_device_dtype(device, dtype)
-        quiet_libraries()
-        text2img = load_pipeline(
-            model, device=self.device, dtype=self.dtype, scheduler=scheduler, config=config
-        )
+        self.device, self.dtype, text2img = load_worker_pipeline(
+            model, device, dtype, scheduler=scheduler, config=config)
         channels = text2img.unet.config.in_channels
         if channels not in (PLAIN_CHANNELS, INPAINTING_CHANNELS):
             raise InputError(

@@ -49,8 +49,8 @@ def test_the_controlnet_is_in_the_fingerprints(tiny_dir: Path, tmp_path: Path,
      "diffusion.controlnet.model: WIDE does not fit the model: its cross_attention_dim is 48, "
      "the model's UNet has 32"),
     ('{ model = "WIDE", image = "edges.png" }',
-     "diffusion.controlnet: image = 'edges.png' is for canvases; a build conditions each "
-     'tile on itself (image = "tile")'),
+     "diffusion.controlnet: image = 'edges.png': only a canvas takes a control image file; "
+     'here each tile is conditioned on its own pixels (image = "tile")'),
 ])
 def test_a_bad_controlnet_exits_2_before_any_work(tiny_dir: Path, tmp_path: Path,
                                                   controlnet: str, message: str) -> None:

@@ -87,7 +87,7 @@ def test_a_controlnet_for_another_model_is_refused_naming_the_key(tiny_dir: Path
                                 "its cross_attention_dim is 48, the model's UNet has 32")
     with pytest.raises(InputError) as error:
         check_controlnet(locate_model(str(tiny_dir)), str(tiny_dir), "controlnet.model")
-    assert str(error.value) == f"controlnet.model: {tiny_dir}: no readable config.json"
+    assert str(error.value) == f"controlnet.model: cannot read {tiny_dir}/config.json"
 
 
 @pytest.fixture(scope="module")
